@@ -1,0 +1,913 @@
+"""The embedding API: :class:`Engine`, the one facade a host application uses.
+
+It is the single wiring point: settings, clock, gateway, key ring and the
+event store meet here, and nowhere else.  Every command runs as one unit of
+work (events, data keys and read models commit together); inside
+:meth:`Engine.transaction` the host's own rows join that unit too.
+Infrastructure errors are translated into :mod:`tsuchi.errors` here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing_sqlalchemy.datastore import transactions
+from sqlalchemy import Engine as SAEngine
+from sqlalchemy import case, create_engine, delete, func, insert, inspect, select, update
+from sqlalchemy.orm import Session, scoped_session
+
+from tsuchi.domain.account import Account
+from tsuchi.domain.consent import Consent, ConsentChange, consent_id
+from tsuchi.domain.message import Message, TimelineEntry, message_id
+from tsuchi.domain.mobile import normalise_mobile
+from tsuchi.domain.personal import Personal
+from tsuchi.domain.sender import Sender
+from tsuchi.domain.template import Template, VariableType, render, template_id
+from tsuchi.domain.channels import check_plus_message_body, check_sms_body
+from tsuchi.domain.values import (
+    Capability,
+    Carrier,
+    Channel,
+    MessageStatus,
+    Purpose,
+    Urgency,
+    parse_carrier,
+)
+from tsuchi.errors import (
+    ConcurrencyConflict,
+    IdempotencyConflict,
+    InvalidInput,
+    KeyMaterialError,
+    RuleViolation,
+    TransientError,
+    UnknownAccount,
+    UnknownMessage,
+    UnknownSender,
+    UnknownTemplate,
+)
+from tsuchi.infrastructure.clock import SystemClock
+from tsuchi.infrastructure.crypto import KeyRing, LocalKMS, blind_index, init_keys, load_keys
+from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
+from tsuchi.infrastructure.store import EventStore
+from tsuchi.infrastructure.tables import lookup, message_view, meta, outbox
+from tsuchi.policies.purpose import decide_purpose
+from tsuchi.policies.routing import choose_route
+from tsuchi.ports import Clock, Gateway, StatusReport, Submission
+from tsuchi.settings import Settings, normalise_database_url
+
+log = logging.getLogger("tsuchi")
+T = TypeVar("T")
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SMS_SENDER_RE = re.compile(r"^(?:[A-Za-z0-9 ]{1,11}|\d{1,15})$")
+LANG_RE = re.compile(r"^[a-z]{2}(?:-[A-Z]{2})?$")
+PRIORITY = {Urgency.URGENT: 0, Urgency.NORMAL: 1}
+
+
+def _text(value: Any, field_name: str, max_len: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise InvalidInput(field_name, f"must be a non-empty string of at most {max_len} characters")
+    return value
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+# -- views returned to the host ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SenderView:
+    id: UUID
+    tenant: str
+    display_name: str
+    industry: str
+    sms_sender_id: str
+    contact: str
+    vetting: dict[str, str]
+    verified: bool
+    suspended: bool
+    closed: bool
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: UUID
+    tenant: str
+    customer_ref: str = field(repr=False)
+    mobile: str = field(repr=False)
+    name: str = field(repr=False)
+    carrier: Carrier = Carrier.UNKNOWN
+    capability: Capability = Capability.UNKNOWN
+    time_zone: str = "Asia/Tokyo"
+    language: str = "ja"
+    closed: bool = False
+    erased: bool = False
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: UUID
+    sender_id: UUID
+    account_id: UUID
+    template: str
+    template_version: int
+    purpose: Purpose
+    urgency: Urgency
+    status: MessageStatus
+    channel: Channel | None
+    attempts: int
+    block_reason: str | None
+    authorisation: dict[str, Any]
+    correlation_id: str
+    requested_at: datetime
+    timeline: tuple[TimelineEntry, ...]
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    id: UUID
+    account_id: UUID
+    sender_id: UUID
+    purpose: Purpose
+    granted: bool
+    version: int
+    history: tuple[ConsentChange, ...]
+
+
+def _message_view(m: Message) -> MessageView:
+    return MessageView(
+        id=m.id,
+        sender_id=m.sender_id,
+        account_id=m.account_id,
+        template=m.template_name,
+        template_version=m.template_version,
+        purpose=m.purpose,
+        urgency=m.urgency,
+        status=m.status,
+        channel=m.current.channel if m.current else None,
+        attempts=len(m.attempts),
+        block_reason=m.block_reason,
+        authorisation=dict(m.authorisation),
+        correlation_id=m.correlation_id,
+        requested_at=m.requested_at,
+        timeline=tuple(m.timeline),
+    )
+
+
+class Engine:
+    """tsuchi, embedded.
+
+    ``Engine(Settings(database_url=...))`` opens (and on first use creates)
+    the database the URL names.  A host may instead pass its own SQLAlchemy
+    ``sqlalchemy_engine``, or a ``scoped_session`` whose transactions it
+    commits itself.  ``clock`` and ``gateway`` default to the system clock and
+    a seeded :class:`SimulatedCarrierNetwork`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        gateway: Gateway | None = None,
+        keyring: KeyRing | None = None,
+        sqlalchemy_engine: SAEngine | None = None,
+        session: scoped_session[Session] | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.gateway: Gateway = gateway or SimulatedCarrierNetwork(seed=0, clock=self.clock)
+        url = None
+        if sqlalchemy_engine is None and session is None:
+            url = normalise_database_url(self.settings.database_url)
+        probe = sqlalchemy_engine or (session.get_bind() if session is not None else None)
+        fresh = keyring is None and not self._keys_present()
+        self.keyring = keyring or self._load_keyring(url, probe)  # type: ignore[arg-type]
+        try:
+            self.store = EventStore(
+                keyring=self.keyring, url=url, host_engine=sqlalchemy_engine, host_session=session
+            )
+        except OperationalError as e:
+            raise TransientError(f"database unavailable: {type(e).__name__}") from None
+        self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
+        log.info("engine opened (%s)", self.store.engine.dialect.name)
+
+    # -- keys -------------------------------------------------------------------------
+    def _kek_override(self) -> bytes | None:
+        if self.settings.kek is None:
+            return None
+        try:
+            return base64.b64decode(self.settings.kek, validate=True)
+        except (binascii.Error, ValueError):
+            raise KeyMaterialError("TSUCHI_KEK must be base64 of 32 bytes") from None
+
+    def _keys_present(self) -> bool:
+        return (self.settings.resolved_keys_dir() / "kek.key").exists()
+
+    def _load_keyring(self, url: str | None, probe: SAEngine | None) -> KeyRing:
+        directory = self.settings.resolved_keys_dir()
+        if not (directory / "kek.key").exists():
+            if _database_has_kek(url, probe):
+                raise KeyMaterialError(
+                    f"no key files in {directory}, but this database holds encrypted personal "
+                    "data; restore the keys (or set TSUCHI_KEYS_DIR). A new key is never "
+                    "created for an existing database."
+                )
+            if not self.settings.create_keys:
+                raise KeyMaterialError(
+                    f"no key files in {directory}; create them with `tsuchi keys init "
+                    f"--keys {directory}`"
+                )
+            init_keys(directory, only_missing=True)
+            log.info("created new key files in %s", directory)
+        return load_keys(directory, self._kek_override())
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+        if self.store.datastore.engine is not None and self.store.datastore.session_maker:
+            self.store.engine.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return _aware(self.clock.now())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work the host can join: rows it adds to the yielded session
+        commit or roll back together with every notice requested inside."""
+        with self.store.session(commit=True) as s:
+            yield s
+
+    def _unit(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` as one unit of work; retry optimistic-concurrency conflicts
+        when this is the outermost unit."""
+        nested = transactions.get(None) is not None or self.store.datastore.scoped_session
+        attempts = 1 if nested else 3
+        for attempt in range(attempts):
+            try:
+                with self.store.session(commit=True) as s:
+                    return fn(s)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise ConcurrencyConflict(
+                        "another writer changed the same record; retry"
+                    ) from None
+            except OperationalError as e:
+                raise TransientError(f"database error: {type(e).__name__}; retry") from None
+        raise AssertionError("unreachable")
+
+    def _get(self, cls: type[T], aggregate_id: UUID, missing: Callable[[str], Exception]) -> T:
+        try:
+            agg = self.store.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise missing(str(aggregate_id)) from None
+        if not isinstance(agg, cls):
+            raise missing(str(aggregate_id))
+        return agg
+
+    def _sender(self, sender_id: UUID) -> Sender:
+        return self._get(Sender, sender_id, UnknownSender)
+
+    def _account(self, account_id: UUID) -> Account:
+        return self._get(Account, account_id, UnknownAccount)
+
+    # -- senders -------------------------------------------------------------------------
+    def register_sender(
+        self, tenant: str, display_name: str, industry: str, sms_sender_id: str, contact: str
+    ) -> UUID:
+        if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+            raise InvalidInput("tenant", "1 to 64 letters, digits, '_', '.', '-'")
+        _text(display_name, "display_name", 100)
+        _text(industry, "industry", 64)
+        _text(contact, "contact", 200)
+        if not isinstance(sms_sender_id, str) or not SMS_SENDER_RE.match(sms_sender_id):
+            raise InvalidInput("sms_sender_id", "1 to 11 letters/digits, or up to 15 digits")
+        sender = Sender(
+            tenant=tenant, display_name=display_name, industry=industry,
+            sms_sender_id=sms_sender_id, contact=contact, at=self.now(),
+        )
+        self._unit(lambda s: self.store.save(sender))
+        return sender.id
+
+    def _sender_command(self, sender_id: UUID, fn: Callable[[Sender], None]) -> None:
+        def run(s: Session) -> None:
+            sender = self._sender(sender_id)
+            fn(sender)
+            self.store.save(sender)
+
+        self._unit(run)
+
+    def submit_vetting(self, sender_id: UUID, carrier: str) -> None:
+        c = parse_carrier(carrier)
+        self._sender_command(sender_id, lambda x: x.submit_vetting(c, self.now()))
+
+    def decide_vetting(self, sender_id: UUID, carrier: str, approved: bool, note: str = "") -> None:
+        c = parse_carrier(carrier)
+        self._sender_command(sender_id, lambda x: x.decide_vetting(c, approved, self.now(), note))
+
+    def suspend_sender(self, sender_id: UUID, reason: str) -> None:
+        _text(reason, "reason", 200)
+        self._sender_command(sender_id, lambda x: x.suspend(reason, self.now()))
+
+    def reinstate_sender(self, sender_id: UUID) -> None:
+        self._sender_command(sender_id, lambda x: x.reinstate(self.now()))
+
+    def close_sender(self, sender_id: UUID) -> None:
+        self._sender_command(sender_id, lambda x: x.close(self.now()))
+
+    def sender(self, sender_id: UUID) -> SenderView:
+        with self.store.session(commit=False):
+            x = self._sender(sender_id)
+        return SenderView(
+            id=x.id, tenant=x.tenant, display_name=x.display_name, industry=x.industry,
+            sms_sender_id=x.sms_sender_id, contact=x.contact,
+            vetting={k: v.value for k, v in x.vetting.items()}, verified=x.verified,
+            suspended=x.suspended, closed=x.closed,
+        )
+
+    # -- accounts ------------------------------------------------------------------------
+    def _digest(self, kind: str, value: str) -> str:
+        return blind_index(self.keyring.index_key, kind, value)
+
+    def register_account(
+        self,
+        tenant: str,
+        customer_ref: str,
+        mobile: str,
+        name: str,
+        carrier: str = "unknown",
+        capability: str = "unknown",
+        time_zone: str = "Asia/Tokyo",
+        language: str = "ja",
+    ) -> UUID:
+        """Register a customer; idempotent on (tenant, customer_ref)."""
+        if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+            raise InvalidInput("tenant", "1 to 64 letters, digits, '_', '.', '-'")
+        _text(customer_ref, "customer_ref", 64)
+        _text(name, "name", 100)
+        e164 = normalise_mobile(mobile)
+        c = parse_carrier(carrier)
+        try:
+            cap = Capability(capability)
+        except ValueError:
+            raise InvalidInput("capability", "must be yes, no or unknown") from None
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise InvalidInput("time_zone", "must be an IANA time zone name") from None
+        if not isinstance(language, str) or not LANG_RE.match(language):
+            raise InvalidInput("language", "must be a language code such as ja or en")
+        ref_digest = self._digest("customer_ref", f"{tenant}\0{customer_ref}")
+        mobile_digest = self._digest("mobile", e164)
+
+        def run(s: Session) -> UUID:
+            existing = s.execute(
+                select(lookup.c.account_id).where(
+                    lookup.c.kind == "customer_ref", lookup.c.tenant == tenant,
+                    lookup.c.digest == ref_digest,
+                )
+            ).first()
+            if existing is not None:
+                return UUID(hex=existing[0])
+            account_id = uuid4()
+            now = self.now()
+            self.store.keys.create(account_id, now)
+            account = Account(
+                id=account_id, tenant=tenant,
+                customer_ref=Personal(account_id, customer_ref),
+                mobile=Personal(account_id, e164), name=Personal(account_id, name),
+                carrier=c, capability=cap, time_zone=time_zone, language=language, at=now,
+            )
+            self.store.save(account)
+            s.execute(insert(lookup), [
+                {"kind": "customer_ref", "tenant": tenant, "digest": ref_digest,
+                 "account_id": account_id.hex},
+                {"kind": "mobile", "tenant": tenant, "digest": mobile_digest,
+                 "account_id": account_id.hex},
+            ])
+            return account_id
+
+        return self._unit(run)
+
+    def find_accounts(self, tenant: str, *, mobile: str | None = None,
+                      customer_ref: str | None = None) -> list[UUID]:
+        """Accounts by mobile number (any common format) or customer reference,
+        through the blind index."""
+        if (mobile is None) == (customer_ref is None):
+            raise InvalidInput("mobile|customer_ref", "give exactly one")
+        if mobile is not None:
+            kind, digest = "mobile", self._digest("mobile", normalise_mobile(mobile))
+        else:
+            ref = _text(customer_ref, "customer_ref", 64)
+            kind, digest = "customer_ref", self._digest("customer_ref", f"{tenant}\0{ref}")
+        with self.store.session(commit=False) as s:
+            rows = s.execute(
+                select(lookup.c.account_id).where(
+                    lookup.c.kind == kind, lookup.c.tenant == tenant, lookup.c.digest == digest
+                )
+            ).all()
+        return [UUID(hex=r[0]) for r in rows]
+
+    def account(self, account_id: UUID) -> AccountView:
+        with self.store.session(commit=False):
+            a = self._account(account_id)
+        return AccountView(
+            id=a.id, tenant=a.tenant, customer_ref=a.customer_ref.shown(),
+            mobile=a.mobile.shown(), name=a.name.shown(), carrier=a.carrier,
+            capability=a.capability, time_zone=a.time_zone, language=a.language,
+            closed=a.closed, erased=a.erased,
+        )
+
+    def change_mobile(self, account_id: UUID, mobile: str, carrier: str = "unknown") -> None:
+        e164 = normalise_mobile(mobile)
+        c = parse_carrier(carrier)
+
+        def run(s: Session) -> None:
+            a = self._account(account_id)
+            a.change_mobile(Personal(a.id, e164), c, self.now())
+            self.store.save(a)
+            s.execute(delete(lookup).where(lookup.c.kind == "mobile",
+                                           lookup.c.account_id == a.id.hex))
+            s.execute(insert(lookup).values(kind="mobile", tenant=a.tenant,
+                                            digest=self._digest("mobile", e164),
+                                            account_id=a.id.hex))
+
+        self._unit(run)
+
+    def close_account(self, account_id: UUID) -> None:
+        def run(s: Session) -> None:
+            a = self._account(account_id)
+            a.close(self.now())
+            self.store.save(a)
+
+        self._unit(run)
+
+    # -- consents -----------------------------------------------------------------------
+    def grant_consent(self, account_id: UUID, sender_id: UUID, purpose: str, *, source: str,
+                      wording: str, by: str) -> int:
+        """Record an opt-in with its evidence; returns the consent version."""
+        p = _purpose(purpose)
+        Consent.check_purpose_needs_consent(p)
+        _text(source, "evidence.source", 100)
+        _text(wording, "evidence.wording", 2000)
+        _text(by, "evidence.by", 100)
+
+        def run(s: Session) -> int:
+            a = self._account(account_id)
+            a.check_open()
+            self._sender(sender_id)
+            c = self._consent(account_id, sender_id, p) or Consent(
+                account_id=account_id, sender_id=sender_id, purpose=p)
+            c.grant(source, wording, Personal(account_id, by), self.now())
+            self.store.save(c)
+            return int(c.version)
+
+        return self._unit(run)
+
+    def withdraw_consent(self, account_id: UUID, sender_id: UUID, purpose: str, *,
+                         source: str) -> None:
+        p = _purpose(purpose)
+        Consent.check_purpose_needs_consent(p)
+        _text(source, "source", 100)
+
+        def run(s: Session) -> None:
+            self._account(account_id)
+            self._sender(sender_id)
+            c = self._consent(account_id, sender_id, p) or Consent(
+                account_id=account_id, sender_id=sender_id, purpose=p)
+            c.withdraw(source, self.now())
+            self.store.save(c)
+
+        self._unit(run)
+
+    def _consent(self, account_id: UUID, sender_id: UUID, purpose: Purpose) -> Consent | None:
+        try:
+            c = self.store.repository.get(consent_id(account_id, sender_id, purpose))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(c, Consent)
+        return c
+
+    def consent(self, account_id: UUID, sender_id: UUID, purpose: str) -> ConsentView | None:
+        p = _purpose(purpose)
+        with self.store.session(commit=False):
+            c = self._consent(account_id, sender_id, p)
+        if c is None:
+            return None
+        return ConsentView(c.id, c.account_id, c.sender_id, c.purpose, c.granted,
+                           int(c.version), tuple(c.history))
+
+    # -- templates -------------------------------------------------------------------------
+    def draft_template(
+        self,
+        sender_id: UUID,
+        name: str,
+        *,
+        purpose: str,
+        plus_message_text: str,
+        sms_text: str,
+        variables: dict[str, str] | None = None,
+        suggestions: tuple[str, ...] | list[str] = (),
+        author: str,
+    ) -> int:
+        """Draft a new version of a template (creating the template on first use)."""
+        Template.check_name(name)
+        p = _purpose(purpose)
+        _text(author, "author", 100)
+        try:
+            vars_typed = {k: VariableType(v) for k, v in (variables or {}).items()}
+        except ValueError:
+            raise InvalidInput(
+                "variables", f"types: {', '.join(t.value for t in VariableType)}"
+            ) from None
+
+        def run(s: Session) -> int:
+            self._sender(sender_id).check_active()
+            t = self._template(sender_id, name, required=False) or Template(
+                sender_id=sender_id, name=name, purpose=p)
+            if t.purpose is not p:
+                raise InvalidInput("purpose", "a template keeps the purpose it was created with")
+            n = t.draft(plus_message_text, tuple(suggestions), sms_text, vars_typed, author,
+                        self.now(), self.settings.sms_max_parts)
+            self.store.save(t)
+            return n
+
+        return self._unit(run)
+
+    def approve_template(self, sender_id: UUID, name: str, version: int, approver: str) -> None:
+        _text(approver, "approver", 100)
+
+        def run(s: Session) -> None:
+            t = self._template(sender_id, name)
+            assert t is not None
+            t.approve(version, approver, self.now())
+            self.store.save(t)
+
+        self._unit(run)
+
+    def retire_template(self, sender_id: UUID, name: str, version: int) -> None:
+        def run(s: Session) -> None:
+            t = self._template(sender_id, name)
+            assert t is not None
+            t.retire(version, self.now())
+            self.store.save(t)
+
+        self._unit(run)
+
+    def _template(self, sender_id: UUID, name: str, required: bool = True) -> Template | None:
+        try:
+            t = self.store.repository.get(template_id(sender_id, name))
+        except AggregateNotFoundError:
+            if required:
+                raise UnknownTemplate(name) from None
+            return None
+        assert isinstance(t, Template)
+        return t
+
+    # -- notices ------------------------------------------------------------------------------
+    def request_notice(
+        self,
+        sender_id: UUID,
+        account_id: UUID,
+        template: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str,
+        urgency: str = "normal",
+        correlation_id: str | None = None,
+        requested_by: str = "host",
+        template_version: int | None = None,
+    ) -> MessageView:
+        """Request one notice.  Consent and routing are decided now and recorded
+        on the message; submission to the gateway happens in :meth:`dispatch`,
+        after this unit of work commits.  The same ``idempotency_key`` for the
+        same sender returns the same message and never sends twice."""
+        _text(idempotency_key, "idempotency_key", 128)
+        _text(template, "template", 64)
+        _text(requested_by, "requested_by", 100)
+        corr = correlation_id if correlation_id is not None else idempotency_key
+        _text(corr, "correlation_id", 128)
+        try:
+            urg = Urgency(urgency)
+        except ValueError:
+            raise InvalidInput("urgency", "must be normal or urgent") from None
+        values = dict(variables or {})
+        mid = message_id(sender_id, idempotency_key)
+
+        def run(s: Session) -> MessageView:
+            existing = self._message(mid, required=False)
+            if existing is not None:
+                if existing.account_id != account_id or existing.template_name != template:
+                    raise IdempotencyConflict(
+                        "idempotency_key", "already used for a different notice"
+                    )
+                return _message_view(existing)
+            sender = self._sender(sender_id)
+            sender.check_active()
+            account = self._account(account_id)
+            account.check_open()
+            if account.tenant != sender.tenant:
+                raise InvalidInput("account_id", "account belongs to another tenant")
+            tpl = self._template(sender_id, template)
+            assert tpl is not None
+            version = tpl.usable(template_version)
+            stored = tpl.check_variables(version, values)
+            check_plus_message_body(render(version.plus_message_text, version.variables, stored),
+                                    version.suggestions)
+            check_sms_body(render(version.sms_text, version.variables, stored),
+                           self.settings.sms_max_parts)
+            event_vars: dict[str, str | Personal] = {
+                k: Personal(account_id, v) if version.variables[k].personal else v
+                for k, v in stored.items()
+            }
+            now = self.now()
+            msg = Message(
+                sender_id=sender_id, idempotency_key=idempotency_key, tenant=sender.tenant,
+                account_id=account_id, template_id=tpl.id, template_name=tpl.name,
+                template_version=version.number, purpose=tpl.purpose, urgency=urg,
+                variables=event_vars, correlation_id=corr, requested_by=requested_by, at=now,
+            )
+            decision = decide_purpose(tpl.purpose, self._consent(account_id, sender_id, tpl.purpose))
+            if not decision.allowed:
+                msg.block(decision.reason, now)
+            else:
+                route = choose_route(sender, account)
+                basis = {**decision.basis, "route": route.reason}
+                attempt = msg.route(route.channel, route.carrier, basis, now)
+                self._enqueue(s, msg, attempt, now)
+            self.store.save(msg)
+            self._project(s, msg)
+            return _message_view(msg)
+
+        try:
+            return self._unit(run)
+        except ConcurrencyConflict:
+            # A concurrent request with the same key won: return its message.
+            with self.store.session(commit=False):
+                m = self._message(mid, required=True)
+                assert m is not None
+                return _message_view(m)
+
+    def _enqueue(self, s: Session, msg: Message, attempt: int, due: datetime) -> None:
+        s.execute(insert(outbox).values(
+            message_id=msg.id.hex, attempt=attempt, priority=PRIORITY[msg.urgency], due_at=due,
+        ))
+
+    def _project(self, s: Session, msg: Message) -> None:
+        cur = msg.current
+        row = {
+            "tenant": msg.tenant, "sender_id": msg.sender_id.hex,
+            "account_id": msg.account_id.hex, "template": msg.template_name,
+            "purpose": msg.purpose.value, "urgency": msg.urgency.value,
+            "channel": cur.channel.value if cur else None,
+            "carrier": cur.carrier.value if cur else None,
+            "status": msg.status.value, "reason": msg.block_reason,
+            "fallback": len(msg.attempts) > 1, "correlation_id": msg.correlation_id,
+            "requested_at": msg.requested_at, "updated_at": self.now(),
+        }
+        n = s.execute(
+            update(message_view).where(message_view.c.message_id == msg.id.hex).values(**row)
+        ).rowcount
+        if not n:
+            s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
+
+    def _message(self, mid: UUID, required: bool = True) -> Message | None:
+        try:
+            m = self.store.repository.get(mid)
+        except AggregateNotFoundError:
+            if required:
+                raise UnknownMessage(str(mid)) from None
+            return None
+        assert isinstance(m, Message)
+        return m
+
+    def message(self, mid: UUID) -> MessageView:
+        with self.store.session(commit=False):
+            m = self._message(mid)
+            assert m is not None
+            return _message_view(m)
+
+    def messages(self, *, account_id: UUID | None = None,
+                 correlation_id: str | None = None) -> list[UUID]:
+        q = select(message_view.c.message_id).order_by(message_view.c.requested_at)
+        if account_id is not None:
+            q = q.where(message_view.c.account_id == account_id.hex)
+        if correlation_id is not None:
+            q = q.where(message_view.c.correlation_id == correlation_id)
+        with self.store.session(commit=False) as s:
+            return [UUID(hex=r[0]) for r in s.execute(q).all()]
+
+    def cancel_notice(self, mid: UUID, reason: str) -> None:
+        _text(reason, "reason", 200)
+
+        def run(s: Session) -> None:
+            m = self._message(mid)
+            assert m is not None
+            m.cancel(reason, self.now())
+            self.store.save(m)
+            s.execute(delete(outbox).where(outbox.c.message_id == m.id.hex))
+            self._project(s, m)
+
+        self._unit(run)
+
+    # -- dispatch and reports -------------------------------------------------------------------
+    def _claim(self, limit: int) -> list[tuple[str, int]]:
+        now = self.now()
+        worker = self.settings.worker_id
+
+        def run(s: Session) -> list[tuple[str, int]]:
+            q = (
+                select(outbox.c.message_id, outbox.c.attempt)
+                .where(outbox.c.claimed_by.is_(None), outbox.c.due_at <= now)
+                .order_by(outbox.c.priority, outbox.c.due_at)
+                .limit(limit)
+            )
+            if s.get_bind().dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = [(r[0], int(r[1])) for r in s.execute(q).all()]
+            for mid, attempt in rows:
+                s.execute(update(outbox).where(outbox.c.message_id == mid,
+                                               outbox.c.attempt == attempt)
+                          .values(claimed_by=worker, claimed_at=now))
+            return rows
+
+        return self._unit(run)
+
+    def dispatch(self, limit: int | None = None) -> int:
+        """Submit due routed messages to the gateway, urgent first.
+        Returns how many submissions were made."""
+        batch = limit or self.settings.dispatch_batch
+        claimed = self._claim(batch)
+        if not claimed:
+            return 0
+        subs: list[Submission] = []
+        with self.store.session(commit=False):
+            for mid_hex, attempt in claimed:
+                sub = self._build_submission(UUID(hex=mid_hex), attempt)
+                if sub is not None:
+                    subs.append(sub)
+        results = self.gateway.submit(subs) if subs else []
+        by_ref = {r.reference: r for r in results}
+
+        def record(s: Session) -> None:
+            for mid_hex, attempt in claimed:
+                ref = f"{mid_hex}:{attempt}"
+                m = self._message(UUID(hex=mid_hex))
+                assert m is not None
+                s.execute(delete(outbox).where(outbox.c.message_id == mid_hex,
+                                               outbox.c.attempt == attempt))
+                res = by_ref.get(ref)
+                if res is None:
+                    continue  # cancelled or superseded before submission
+                now = self.now()
+                if res.accepted:
+                    m.mark_submitted(attempt, res.gateway_ref, now)
+                else:
+                    m.mark_submitted(attempt, "", now)
+                    m.record_report(attempt, "failed", now, code=res.code,
+                                    permanent=res.reason != "outage")
+                    self._maybe_fall_back(s, m, res.reason or res.code)
+                self.store.save(m)
+                self._project(s, m)
+
+        self._unit(record)
+        return len(subs)
+
+    def _build_submission(self, mid: UUID, attempt: int) -> Submission | None:
+        m = self._message(mid)
+        assert m is not None
+        cur = m.current
+        if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
+            return None
+        sender = self._sender(m.sender_id)
+        account = self._account(m.account_id)
+        tpl = self._template(m.sender_id, m.template_name)
+        assert tpl is not None
+        version = tpl.get_version(m.template_version)
+        values = {k: v.reveal() if isinstance(v, Personal) else v for k, v in m.variables.items()}
+        text = version.plus_message_text if cur.channel is Channel.PLUS_MESSAGE else version.sms_text
+        return Submission(
+            reference=f"{mid.hex}:{attempt}", channel=cur.channel, carrier=cur.carrier,
+            sender_name=sender.display_name, sms_sender_id=sender.sms_sender_id,
+            to=account.mobile.reveal(), text=render(text, version.variables, values),
+            suggestions=version.suggestions if cur.channel is Channel.PLUS_MESSAGE else (),
+        )
+
+    def _maybe_fall_back(self, s: Session, m: Message, reason: str) -> None:
+        cur = m.current
+        if cur is None or cur.channel is not Channel.PLUS_MESSAGE:
+            return
+        if reason == "not_capable":
+            account = self._account(m.account_id)
+            account.learn_capability(Capability.NO, "gateway rejection", self.now())
+            self.store.save(account)
+        attempt = m.fall_back(reason, cur.carrier, self.now())
+        self._enqueue(s, m, attempt, self.now())
+
+    def process_reports(self) -> int:
+        """Pull due status reports from the gateway and apply them."""
+        reports = self.gateway.poll_reports(self.now())
+        for i in range(0, len(reports), 200):
+            chunk = reports[i : i + 200]
+            self._unit(lambda s, chunk=chunk: [self._apply_report(s, r) for r in chunk])
+        return len(reports)
+
+    def handle_report(self, report: StatusReport) -> bool:
+        """Apply one inbound report (idempotent; never regresses status)."""
+        return self._unit(lambda s: self._apply_report(s, report))
+
+    def _apply_report(self, s: Session, r: StatusReport) -> bool:
+        try:
+            mid_hex, attempt_s = r.reference.split(":")
+            mid, attempt = UUID(hex=mid_hex), int(attempt_s)
+        except ValueError:
+            log.warning("report with unparseable reference ignored")
+            return False
+        m = self._message(mid, required=False)
+        if m is None:
+            log.warning("report for unknown message %s kept as orphan", mid)
+            return False
+        at = _aware(r.at)
+        if r.kind == "reply":
+            m.receive_reply(Personal(m.account_id, r.text), r.postback, at)
+            changed = True
+        else:
+            changed = m.record_report(attempt, r.kind, at, r.code, r.permanent)
+            if changed and r.kind in ("failed", "expired"):
+                self._maybe_fall_back(s, m, f"{r.kind} {r.code}".strip())
+            if changed and r.kind in ("delivered", "read") and m.current and \
+                    m.current.channel is Channel.PLUS_MESSAGE:
+                account = self._account(m.account_id)
+                account.learn_capability(Capability.YES, "delivery report", at)
+                self.store.save(account)
+        self.store.save(m)
+        self._project(s, m)
+        return changed
+
+    # -- reports -----------------------------------------------------------------------------------
+    def delivery_summary(self) -> list[dict[str, Any]]:
+        """Counts of messages by tenant, purpose, channel and status."""
+        cols = (message_view.c.tenant, message_view.c.purpose, message_view.c.channel,
+                message_view.c.status)
+        with self.store.session(commit=False) as s:
+            rows = s.execute(
+                select(*cols, func.count(), func.sum(case((message_view.c.fallback, 1), else_=0)))
+                .group_by(*cols).order_by(*cols)
+            ).all()
+        return [
+            {"tenant": t, "purpose": p, "channel": c or "-", "status": st, "count": n,
+             "fallback": int(fb or 0)}
+            for t, p, c, st, n, fb in rows
+        ]
+
+    def pending_dispatch(self) -> int:
+        with self.store.session(commit=False) as s:
+            return int(s.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+
+def _purpose(purpose: str) -> Purpose:
+    try:
+        return Purpose(purpose)
+    except ValueError:
+        raise InvalidInput("purpose", "must be security, transactional or marketing") from None
+
+
+def _database_has_kek(url: str | None, probe: SAEngine | None) -> bool:
+    if probe is not None:
+        engine = probe
+    elif url is not None:
+        engine = create_engine(url)
+    else:
+        return False
+    try:
+        if not inspect(engine).has_table("tsuchi_meta"):
+            return False
+        with engine.connect() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "kek_id")).first()
+        return row is not None
+    finally:
+        if probe is None:
+            engine.dispose()
+
+
+__all__ = ["AccountView", "ConsentView", "Engine", "MessageView", "SenderView"]

@@ -1,0 +1,190 @@
+"""The error tree every tsuchi caller can rely on.
+
+Everything tsuchi raises on purpose derives from :class:`TsuchiError`.  Messages
+never contain personal data: they name the field and the rule that was broken,
+never the value that broke it.
+
+::
+
+    TsuchiError
+    ├── InvalidInput                 bad input; nothing was persisted   (field, rule)
+    │   ├── InvalidMobileNumber
+    │   ├── InvalidVariables         missing, unknown or mistyped template variables
+    │   ├── BodyTooLong              a rendered body over the channel limit
+    │   └── IdempotencyConflict      same idempotency key, different request
+    ├── NotFound                     (kind, key)
+    │   ├── UnknownAccount
+    │   ├── UnknownSender
+    │   ├── UnknownTemplate
+    │   └── UnknownMessage
+    ├── RuleViolation                a domain invariant refused a command
+    │   ├── TemplateNotApproved
+    │   ├── SenderNotActive
+    │   ├── AccountClosed
+    │   └── FourEyesViolation
+    ├── ConfigurationError           the engine cannot start safely
+    │   ├── UnsupportedDatabaseURL
+    │   ├── SchemaTooNew
+    │   └── KeyMaterialError         missing, wrong or unsafe key material
+    ├── PersonalDataError
+    │   ├── CiphertextRejected       tampered or moved ciphertext
+    │   └── DataErased               the subject was erased; plaintext is gone
+    └── TransientError               retry the operation
+        └── ConcurrencyConflict
+"""
+
+from __future__ import annotations
+
+
+class TsuchiError(Exception):
+    """Base class of every error tsuchi raises on purpose."""
+
+
+class InvalidInput(TsuchiError, ValueError):
+    """Input broke a rule; nothing was persisted.
+
+    ``field`` names the offending input, ``rule`` the rule it broke.  The
+    offending value itself is never included (it may be personal data).
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
+class InvalidMobileNumber(InvalidInput):
+    """Not a Japanese mobile number (070/080/090) or not a number at all."""
+
+
+class InvalidVariables(InvalidInput):
+    """Template variables missing, undeclared or of the wrong type."""
+
+
+class BodyTooLong(InvalidInput):
+    """A rendered body exceeds what the channel can carry."""
+
+
+class IdempotencyConflict(InvalidInput):
+    """An idempotency key was reused for a different request."""
+
+
+class NotFound(TsuchiError, LookupError):
+    """A referenced thing does not exist."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} not found: {key}")
+
+
+class UnknownAccount(NotFound):
+    def __init__(self, key: str) -> None:
+        super().__init__("account", key)
+
+
+class UnknownSender(NotFound):
+    def __init__(self, key: str) -> None:
+        super().__init__("sender", key)
+
+
+class UnknownTemplate(NotFound):
+    def __init__(self, key: str) -> None:
+        super().__init__("template", key)
+
+
+class UnknownMessage(NotFound):
+    def __init__(self, key: str) -> None:
+        super().__init__("message", key)
+
+
+class RuleViolation(TsuchiError):
+    """A domain invariant refused a command.  ``rule`` names the invariant."""
+
+    def __init__(self, rule: str, detail: str = "") -> None:
+        self.rule = rule
+        self.detail = detail
+        super().__init__(f"{rule}: {detail}" if detail else rule)
+
+
+class TemplateNotApproved(RuleViolation):
+    pass
+
+
+class SenderNotActive(RuleViolation):
+    pass
+
+
+class AccountClosed(RuleViolation):
+    pass
+
+
+class FourEyesViolation(RuleViolation):
+    pass
+
+
+class ConfigurationError(TsuchiError):
+    """The engine cannot start safely with this configuration."""
+
+
+class UnsupportedDatabaseURL(ConfigurationError, InvalidInput):
+    def __init__(self, rule: str) -> None:
+        InvalidInput.__init__(self, "database_url", rule)
+
+
+class SchemaTooNew(ConfigurationError):
+    """The database was written by a newer tsuchi than this one."""
+
+
+class KeyMaterialError(ConfigurationError):
+    """Key material is missing, wrong for this database, or stored unsafely."""
+
+
+class PersonalDataError(TsuchiError):
+    """Base of errors about encrypted personal data."""
+
+
+class CiphertextRejected(PersonalDataError):
+    """A ciphertext failed authentication: tampered, or moved to another
+    event, field or subject.  It never decrypts to wrong data."""
+
+
+class DataErased(PersonalDataError):
+    """The data subject was erased; the plaintext no longer exists."""
+
+
+class TransientError(TsuchiError):
+    """The operation may succeed if retried."""
+
+
+class ConcurrencyConflict(TransientError):
+    """Another writer changed the same aggregate first; retry the command."""
+
+
+__all__ = [
+    "AccountClosed",
+    "BodyTooLong",
+    "CiphertextRejected",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "DataErased",
+    "FourEyesViolation",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "InvalidMobileNumber",
+    "InvalidVariables",
+    "KeyMaterialError",
+    "NotFound",
+    "PersonalDataError",
+    "RuleViolation",
+    "SchemaTooNew",
+    "SenderNotActive",
+    "TemplateNotApproved",
+    "TransientError",
+    "TsuchiError",
+    "UnknownAccount",
+    "UnknownMessage",
+    "UnknownSender",
+    "UnknownTemplate",
+    "UnsupportedDatabaseURL",
+]

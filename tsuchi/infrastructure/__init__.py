@@ -1,0 +1,1 @@
+"""Adapters: event store wiring, personal-data cipher and key store, gateways, clocks."""

@@ -1,0 +1,145 @@
+"""Wiring of the ``eventsourcing`` event store onto one SQLAlchemy database.
+
+Events (``tsuchi_events``), data keys, read models and the schema record live
+in the database one URL names, or on the host's own SQLAlchemy engine or
+scoped session.  ``eventsourcing-sqlalchemy`` keeps a unit of work per
+context, so everything written inside :meth:`EventStore.transaction` commits
+or rolls back together, including the host's own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Mapper
+from eventsourcing.utils import Environment, EnvType
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from tsuchi.errors import KeyMaterialError, SchemaTooNew
+from tsuchi.infrastructure.crypto import DataKeyStore, KeyRing
+from tsuchi.infrastructure.mapper import PersonalDataMapper, SealedAsDict
+from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metadata
+
+log = logging.getLogger("tsuchi.store")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA secure_delete=ON")  # erased key bytes are overwritten
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class EventStore(Application[UUID]):
+    """The ``eventsourcing`` application that stores every tsuchi aggregate."""
+
+    name = "tsuchi"
+
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        url: str | None = None,
+        host_engine: Engine | None = None,
+        host_session: scoped_session[Session] | None = None,
+    ) -> None:
+        self._url = url
+        self._host_engine = host_engine
+        self._host_session = host_session
+        self.keys = DataKeyStore(keyring.kek, self.session)
+        env: dict[str, str] = {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"}
+        if url is not None:
+            env["SQLALCHEMY_URL"] = url
+        super().__init__(env=env)
+
+    # -- construction ------------------------------------------------------------
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        # Explicit wiring: never read the process environment behind the host's back.
+        return Environment(name, dict(env or {}))
+
+    def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        factory = SQLAlchemyFactory(env)
+        if self._host_session is not None:
+            factory.datastore = SQLAlchemyDatastore(session=self._host_session)
+        elif self._host_engine is not None:
+            factory.datastore = SQLAlchemyDatastore(
+                session_maker=sessionmaker(bind=self._host_engine)
+            )
+        engine = factory.datastore.engine
+        assert engine is not None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        metadata.create_all(engine)
+        return factory
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return PersonalDataMapper(self.construct_transcoder(), self.keys)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(SealedAsDict())
+
+    # -- units of work -------------------------------------------------------------
+    @property
+    def datastore(self) -> SQLAlchemyDatastore:
+        ds = self.factory.datastore  # type: ignore[attr-defined]
+        assert isinstance(ds, SQLAlchemyDatastore)
+        return ds
+
+    @property
+    def engine(self) -> Engine:
+        engine = self.datastore.engine
+        assert isinstance(engine, Engine)
+        return engine
+
+    @contextmanager
+    def session(self, commit: bool = True) -> Iterator[Session]:
+        """The current unit of work's session (joined if one is open)."""
+        with self.datastore.transaction(commit=commit) as s:
+            yield s
+
+    def check_schema_and_keys(self, kek_id: str, allow_new: bool) -> None:
+        """Record or check the schema version and KEK fingerprint."""
+        with self.session() as s:
+            rows = dict(s.execute(select(meta.c.key, meta.c.value)).all())
+            stored = rows.get("schema_version")
+            if stored is not None and int(stored) > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"database schema version {stored} was written by a newer tsuchi; "
+                    f"this one understands up to {SCHEMA_VERSION}"
+                )
+            if stored is None:
+                s.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(stored) < SCHEMA_VERSION:
+                s.execute(
+                    update(meta).where(meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+            known = rows.get("kek_id")
+            if known is None:
+                has_keys = s.execute(select(data_keys.c.subject_id).limit(1)).first()
+                if has_keys is not None and not allow_new:
+                    raise KeyMaterialError("database holds data keys but records no KEK id")
+                s.execute(insert(meta).values(key="kek_id", value=kek_id))
+            elif known != kek_id:
+                raise KeyMaterialError(
+                    f"the KEK (id {kek_id}) is not the one this database's data keys are "
+                    f"wrapped with (id {known}); refusing to start"
+                )
+
+    def set_kek_id(self, kek_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(meta).where(meta.c.key == "kek_id").values(value=kek_id))
+
+    def has_encrypted_data(self) -> bool:
+        with self.session(commit=False) as s:
+            return s.execute(select(data_keys.c.subject_id).limit(1)).first() is not None

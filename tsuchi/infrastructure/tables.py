@@ -1,0 +1,84 @@
+"""The engine's own tables, beside the event store's, in the same database.
+
+``tsuchi_meta`` records the schema version and the fingerprint of the KEK the
+data keys are wrapped with.  Read models hold no plaintext personal data:
+look-ups go through keyed blind indexes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "tsuchi_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+data_keys = Table(
+    "tsuchi_data_keys",
+    metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("key_version", Integer, primary_key=True),
+    Column("wrapped", LargeBinary, nullable=True),  # NULL once erased
+    Column("kek_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=True),
+)
+
+lookup = Table(
+    "tsuchi_lookup",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "mobile" | "customer_ref"
+    Column("tenant", String(64), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("account_id", String(32), primary_key=True),
+)
+
+outbox = Table(
+    "tsuchi_outbox",
+    metadata,
+    Column("message_id", String(32), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("priority", Integer, nullable=False),  # 0 urgent, 1 normal, 2 bulk
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Index("tsuchi_outbox_due", "claimed_by", "priority", "due_at"),
+)
+
+message_view = Table(
+    "tsuchi_message_view",
+    metadata,
+    Column("message_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("sender_id", String(32), nullable=False),
+    Column("account_id", String(32), nullable=False, index=True),
+    Column("template", String(64), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("urgency", String(16), nullable=False),
+    Column("channel", String(16), nullable=True),
+    Column("carrier", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("fallback", Boolean, nullable=False, default=False),
+    Column("correlation_id", String(128), nullable=False, index=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

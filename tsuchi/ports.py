@@ -1,0 +1,80 @@
+"""Ports: every side effect the engine has goes through one of these.
+
+Each port has an implementation in the library usable in tests and the demo:
+:class:`~tsuchi.infrastructure.clock.ManualClock`,
+:class:`~tsuchi.infrastructure.simulator.SimulatedCarrierNetwork`,
+:class:`~tsuchi.infrastructure.crypto.LocalKMS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, Sequence
+
+from tsuchi.domain.values import Carrier, Channel
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class KeyEncryptionKey(Protocol):
+    """Wraps data keys.  Never stored in the database."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One outbound message as handed to a gateway.  ``to`` and ``text`` are
+    personal data: gateways must not log them."""
+
+    reference: str
+    channel: Channel
+    carrier: Carrier
+    sender_name: str
+    sms_sender_id: str
+    to: str = field(repr=False)
+    text: str = field(repr=False)
+    suggestions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    reference: str
+    accepted: bool
+    code: str = ""
+    gateway_ref: str = ""
+    reason: str = ""  # for rejections: "not_capable", "not_launched", ...
+
+
+ReportKind = Literal["accepted", "delivered", "read", "failed", "expired", "reply"]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    reference: str
+    kind: ReportKind
+    at: datetime
+    code: str = ""
+    permanent: bool = False
+    text: str = field(default="", repr=False)  # reply text: personal data
+    postback: str = ""
+
+
+class Gateway(Protocol):
+    def submit(self, submissions: Sequence[Submission]) -> list[SubmitResult]:
+        """Hand messages to the carrier network; one result per submission."""
+        ...
+
+    def poll_reports(self, until: datetime) -> list[StatusReport]:
+        """Reports that became available up to ``until`` (push gateways return [])."""
+        ...

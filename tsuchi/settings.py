@@ -1,0 +1,63 @@
+"""Settings: one pydantic model, from arguments or ``TSUCHI_*`` environment variables.
+
+Where the keys are (in this order):
+
+1. ``keys_dir`` / ``TSUCHI_KEYS_DIR``;
+2. for a SQLite file database ``path/name.db``: the directory ``path/name.keys/``;
+3. otherwise ``./tsuchi-keys/``.
+
+``TSUCHI_KEK`` (base64 of 32 bytes) may supply the KEK instead of the key
+file, for hosts that inject secrets through the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from tsuchi.errors import UnsupportedDatabaseURL
+
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+
+
+def normalise_database_url(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UnsupportedDatabaseURL("is not a SQLAlchemy URL") from None
+    driver = parsed.drivername
+    if driver in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif driver not in SUPPORTED_DRIVERS:
+        raise UnsupportedDatabaseURL(
+            "only sqlite:///FILE and postgresql+psycopg://... are supported"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TSUCHI_", extra="forbid")
+
+    database_url: str = "sqlite:///tsuchi.db"
+    keys_dir: Path | None = None
+    kek: str | None = Field(default=None, repr=False)
+    create_keys: bool = Field(
+        default=False,
+        description="Create key files when absent and the database holds no encrypted data.",
+    )
+    sms_max_parts: int = Field(default=10, ge=1, le=255)
+    dispatch_batch: int = Field(default=100, ge=1, le=100)
+    worker_id: str = "worker-1"
+
+    def resolved_keys_dir(self) -> Path:
+        if self.keys_dir is not None:
+            return self.keys_dir
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            db = Path(url.database)
+            return db.with_name(db.stem + ".keys")
+        return Path("tsuchi-keys")
