@@ -33,7 +33,7 @@ from tsuchi.domain.consent import Consent, ConsentChange, consent_id
 from tsuchi.domain.message import Message, TimelineEntry, message_id
 from tsuchi.domain.mobile import normalise_mobile
 from tsuchi.domain.personal import Personal
-from tsuchi.domain.sender import Sender
+from tsuchi.domain.sender import Sender, sender_id
 from tsuchi.domain.template import Template, VariableType, render, template_id
 from tsuchi.domain.channels import check_plus_message_body, check_sms_body
 from tsuchi.domain.values import (
@@ -302,12 +302,19 @@ class Engine:
         _text(contact, "contact", 200)
         if not isinstance(sms_sender_id, str) or not SMS_SENDER_RE.match(sms_sender_id):
             raise InvalidInput("sms_sender_id", "1 to 11 letters/digits, or up to 15 digits")
-        sender = Sender(
-            tenant=tenant, display_name=display_name, industry=industry,
-            sms_sender_id=sms_sender_id, contact=contact, at=self.now(),
-        )
-        self._unit(lambda s: self.store.save(sender))
-        return sender.id
+
+        def run(s: Session) -> UUID:
+            sid = sender_id(tenant, sms_sender_id)
+            if sid in self.store.repository:
+                return sid  # idempotent: the same official account
+            sender = Sender(
+                tenant=tenant, display_name=display_name, industry=industry,
+                sms_sender_id=sms_sender_id, contact=contact, at=self.now(),
+            )
+            self.store.save(sender)
+            return sid
+
+        return self._unit(run)
 
     def _sender_command(self, sender_id: UUID, fn: Callable[[Sender], None]) -> None:
         def run(s: Session) -> None:
@@ -573,6 +580,12 @@ class Engine:
             self.store.save(t)
 
         self._unit(run)
+
+    def template_versions(self, sender_id: UUID, name: str) -> dict[int, str]:
+        """Version number -> status (drafted, approved, retired); empty if unknown."""
+        with self.store.session(commit=False):
+            t = self._template(sender_id, name, required=False)
+        return {} if t is None else {n: v.status.value for n, v in t.versions.items()}
 
     def _template(self, sender_id: UUID, name: str, required: bool = True) -> Template | None:
         try:
@@ -879,6 +892,11 @@ class Engine:
              "fallback": int(fb or 0)}
             for t, p, c, st, n, fb in rows
         ]
+
+    def latest_request_time(self) -> datetime | None:
+        with self.store.session(commit=False) as s:
+            t = s.execute(select(func.max(message_view.c.requested_at))).scalar_one()
+        return None if t is None else _aware(t)
 
     def pending_dispatch(self) -> int:
         with self.store.session(commit=False) as s:

@@ -1,6 +1,7 @@
 """The Sender aggregate: an official business account (公式アカウント).
 
-A sender is vetted separately by each +Message carrier.  It is *verified*
+Its id derives from (tenant, SMS sender id), so registering the same official
+account twice yields the same sender.  A sender is vetted separately by each +Message carrier.  It is *verified*
 when at least one carrier approved it, and it can only use +Message on the
 carriers that approved it.  Suspension stops all sending until reinstated;
 closing is final.
@@ -9,6 +10,8 @@ closing is final.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -16,7 +19,18 @@ from tsuchi.domain.values import VETTING_CARRIERS, Carrier, VettingStatus
 from tsuchi.errors import InvalidInput, RuleViolation, SenderNotActive
 
 
+SENDER_NAMESPACE = uuid5(NAMESPACE_URL, "https://tsuchi.example/sender")
+
+
+def sender_id(tenant: str, sms_sender_id: str) -> UUID:
+    return uuid5(SENDER_NAMESPACE, f"{tenant}/{sms_sender_id}")
+
+
 class Sender(Aggregate):
+    @staticmethod
+    def create_id(tenant: str, sms_sender_id: str, **_: Any) -> UUID:  # type: ignore[override]
+        return sender_id(tenant, sms_sender_id)
+
     @event("Registered")
     def __init__(
         self,

@@ -1,0 +1,154 @@
+"""The ``tsuchi`` command line: demo, keys and reports.
+
+Every command that opens a database takes ``--db URL`` (default
+``sqlite:///tsuchi.db``) and finds its keys the documented way (``--keys DIR``,
+``TSUCHI_KEYS_DIR``, or beside the SQLite file; see :mod:`tsuchi.settings`).
+Exit codes: 0 success, 1 a tsuchi error (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tsuchi.errors import TsuchiError
+
+app = typer.Typer(help="tsuchi: event-sourced +Message / SMS notification engine.",
+                  no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Key files: the KEK, the blind-index key, the audit signing key.",
+                       no_args_is_help=True)
+report_app = typer.Typer(help="Reports over the read models.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(report_app, name="report")
+
+console = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the tsuchi database.",
+                                    envvar="TSUCHI_DATABASE_URL")]
+KeysOpt = Annotated[Path | None, typer.Option("--keys", help="Directory of the key files.",
+                                             envvar="TSUCHI_KEYS_DIR")]
+
+
+def _fail(e: TsuchiError) -> typer.Exit:
+    err.print(f"[bold red]error[/]: {type(e).__name__}: {e}")
+    return typer.Exit(1)
+
+
+def _settings(db: str, keys: Path | None, **extra: Any) -> Any:
+    from tsuchi.settings import Settings
+
+    return Settings(database_url=db, keys_dir=keys, **extra)
+
+
+@app.command()
+def demo(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the scenario and the carrier simulator.")] = 7,
+    customers: Annotated[int, typer.Option(min=10, max=100_000)] = 1000,
+) -> None:
+    """Run the card-issuer and insurer scenario on the embedded database."""
+    from tsuchi.demo import demo_start, run_demo
+    from tsuchi.engine import Engine
+    from tsuchi.infrastructure.clock import ManualClock
+    from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
+
+    t0 = time.perf_counter()
+    clock = ManualClock()
+    try:
+        settings = _settings(db, keys, create_keys=True)
+        with Engine(settings, clock=clock,
+                    gateway=SimulatedCarrierNetwork(seed=seed, clock=clock)) as engine:
+            clock.set(demo_start(engine))
+            with console.status("running the demo") as status:
+                result = run_demo(engine, clock.advance, seed=seed, customers=customers,
+                                  progress=lambda m: status.update(m))
+    except TsuchiError as e:
+        raise _fail(e) from None
+    table = Table(title=f"Delivery summary ({result.started:%Y-%m-%d} simulated, "
+                        f"{result.requested} notices to {result.customers} customers)")
+    for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
+        table.add_column(col, justify="right" if col in ("count", "fallback") else "left")
+    for row in result.summary:
+        table.add_row(*(str(row[c]) for c in ("tenant", "purpose", "channel", "status", "count",
+                                               "fallback")))
+    console.print(table)
+    console.print(f"database: [bold]{settings.database_url}[/]")
+    console.print(f"keys:     [bold]{settings.resolved_keys_dir()}[/]")
+    console.print(f"took {time.perf_counter() - t0:.1f} s")
+
+
+@keys_app.command("init")
+def keys_init(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+) -> None:
+    """Write new key files (mode 0600); never overwrites existing ones."""
+    from tsuchi.infrastructure.crypto import init_keys
+
+    settings = _settings(db, keys)
+    try:
+        written = init_keys(settings.resolved_keys_dir())
+    except TsuchiError as e:
+        raise _fail(e) from None
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@report_app.command("deliveries")
+def report_deliveries(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",  # noqa: A002
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Messages by tenant, purpose, channel and status (blocked included)."""
+    from tsuchi.engine import Engine
+
+    if format not in ("table", "csv", "json"):
+        err.print("error: --format must be table, csv or json")
+        raise typer.Exit(2)
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            rows = engine.delivery_summary()
+    except TsuchiError as e:
+        raise _fail(e) from None
+    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        if format == "json":
+            json.dump(rows, stream, ensure_ascii=False, indent=2)
+            stream.write("\n")
+        elif format == "csv":
+            w = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["tenant"])
+            w.writeheader()
+            w.writerows(rows)
+        else:
+            table = Table(title="Deliveries")
+            for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
+                table.add_column(col)
+            for r in rows:
+                table.add_row(*(str(r[c]) for c in ("tenant", "purpose", "channel", "status",
+                                                    "count", "fallback")))
+            Console(file=stream).print(table)
+    finally:
+        if out:
+            stream.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()
