@@ -23,7 +23,8 @@ from rich.table import Table
 from tsuchi.errors import TsuchiError
 
 app = typer.Typer(help="tsuchi: event-sourced +Message / SMS notification engine.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 keys_app = typer.Typer(help="Key files: the KEK, the blind-index key, the audit signing key.",
                        no_args_is_help=True)
 report_app = typer.Typer(help="Reports over the read models.", no_args_is_help=True)

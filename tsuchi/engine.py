@@ -628,7 +628,10 @@ class Engine:
         mid = message_id(sender_id, idempotency_key)
 
         def run(s: Session) -> MessageView:
-            existing = self._message(mid, required=False)
+            known = s.execute(
+                select(message_view.c.message_id).where(message_view.c.message_id == mid.hex)
+            ).first()
+            existing = self._message(mid, required=False) if known else None
             if existing is not None:
                 if existing.account_id != account_id or existing.template_name != template:
                     raise IdempotencyConflict(
@@ -868,7 +871,7 @@ class Engine:
             changed = m.record_report(attempt, r.kind, at, r.code, r.permanent)
             if changed and r.kind in ("failed", "expired"):
                 self._maybe_fall_back(s, m, f"{r.kind} {r.code}".strip())
-            if changed and r.kind in ("delivered", "read") and m.current and \
+            if changed and r.kind == "delivered" and m.current and \
                     m.current.channel is Channel.PLUS_MESSAGE:
                 account = self._account(m.account_id)
                 account.learn_capability(Capability.YES, "delivery report", at)

@@ -122,8 +122,8 @@ def coerce_variable(name: str, kind: VariableType, value: Any) -> str:
         if not re.fullmatch(r"https://[^\s<>\"]{1,2000}", value):
             raise InvalidVariables(field, "url must be an https URL")
         return value
-    if len(value) > 500 or not value.strip():
-        raise InvalidVariables(field, "text must have 1 to 500 characters")
+    if len(value) > 1000 or not value.strip():
+        raise InvalidVariables(field, "text must have 1 to 1000 characters")
     return value
 
 

@@ -37,7 +37,8 @@ from tsuchi.ports import KeyEncryptionKey
 
 NONCE = 12
 
-SessionFactory = Callable[[], ContextManager[Session]]
+SessionFactory = Callable[[bool], ContextManager[Session]]
+"""``factory(commit)`` gives the current unit of work's session (joined if open)."""
 
 
 class LocalKMS:
@@ -203,7 +204,7 @@ class DataKeyStore:
     def create(self, subject: UUID, at: datetime, version: int = 1) -> None:
         key = AESGCM.generate_key(bit_length=256)
         wrapped = self.kek.wrap(key, _wrap_aad(subject, version))
-        with self._session() as s:
+        with self._session(True) as s:
             s.execute(
                 insert(data_keys).values(
                     subject_id=subject.hex, key_version=version, wrapped=wrapped,
@@ -221,7 +222,7 @@ class DataKeyStore:
 
     def erase(self, subject: UUID, at: datetime) -> int:
         """Destroy every data key of ``subject``; returns how many."""
-        with self._session() as s:
+        with self._session(True) as s:
             n = s.execute(
                 update(data_keys)
                 .where(data_keys.c.subject_id == subject.hex, data_keys.c.wrapped.is_not(None))
@@ -244,7 +245,7 @@ class DataKeyStore:
     def rewrap_all(self, new_kek: KeyEncryptionKey, batch: int = 1000) -> int:
         """Re-wrap every live data key under ``new_kek`` (events untouched)."""
         n = 0
-        with self._session() as s:
+        with self._session(True) as s:
             rows = s.execute(
                 select(data_keys.c.subject_id, data_keys.c.key_version, data_keys.c.wrapped)
                 .where(data_keys.c.wrapped.is_not(None))
@@ -268,7 +269,7 @@ class DataKeyStore:
             v = self._current.get(subject)
         if v is not None:
             return v
-        with self._session() as s:
+        with self._session(False) as s:
             row = s.execute(
                 select(data_keys.c.key_version)
                 .where(data_keys.c.subject_id == subject.hex)
@@ -285,7 +286,7 @@ class DataKeyStore:
         with self._lock:
             cached = self._cache.get((subject, version))
         if cached is None:
-            with self._session() as s:
+            with self._session(False) as s:
                 row = s.execute(
                     select(data_keys.c.wrapped).where(
                         data_keys.c.subject_id == subject.hex,
