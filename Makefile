@@ -27,7 +27,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -54,7 +54,8 @@ def network(clock: ManualClock) -> SimulatedCarrierNetwork:
 
 
 @pytest.fixture
-def engine(settings: Settings, clock: ManualClock,
-           network: SimulatedCarrierNetwork) -> Iterator[Engine]:
+def engine(
+    settings: Settings, clock: ManualClock, network: SimulatedCarrierNetwork
+) -> Iterator[Engine]:
     with Engine(settings, clock=clock, gateway=network) as e:
         yield e

@@ -22,11 +22,15 @@ from rich.table import Table
 
 from tsuchi.errors import TsuchiError
 
-app = typer.Typer(help="tsuchi: event-sourced +Message / SMS notification engine.",
-                  no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_show_locals=False)
-keys_app = typer.Typer(help="Key files: the KEK, the blind-index key, the audit signing key.",
-                       no_args_is_help=True)
+app = typer.Typer(
+    help="tsuchi: event-sourced +Message / SMS notification engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+keys_app = typer.Typer(
+    help="Key files: the KEK, the blind-index key, the audit signing key.", no_args_is_help=True
+)
 report_app = typer.Typer(help="Reports over the read models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(report_app, name="report")
@@ -34,10 +38,16 @@ app.add_typer(report_app, name="report")
 console = Console()
 err = Console(stderr=True)
 
-DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the tsuchi database.",
-                                    envvar="TSUCHI_DATABASE_URL")]
-KeysOpt = Annotated[Path | None, typer.Option("--keys", help="Directory of the key files.",
-                                             envvar="TSUCHI_KEYS_DIR")]
+DbOpt = Annotated[
+    str,
+    typer.Option(
+        "--db", help="SQLAlchemy URL of the tsuchi database.", envvar="TSUCHI_DATABASE_URL"
+    ),
+]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option("--keys", help="Directory of the key files.", envvar="TSUCHI_KEYS_DIR"),
+]
 
 
 def _fail(e: TsuchiError) -> typer.Exit:
@@ -68,21 +78,30 @@ def demo(
     clock = ManualClock()
     try:
         settings = _settings(db, keys, create_keys=True)
-        with Engine(settings, clock=clock,
-                    gateway=SimulatedCarrierNetwork(seed=seed, clock=clock)) as engine:
+        with Engine(
+            settings, clock=clock, gateway=SimulatedCarrierNetwork(seed=seed, clock=clock)
+        ) as engine:
             clock.set(demo_start(engine))
             with console.status("running the demo") as status:
-                result = run_demo(engine, clock.advance, seed=seed, customers=customers,
-                                  progress=lambda m: status.update(m))
+                result = run_demo(
+                    engine,
+                    clock.advance,
+                    seed=seed,
+                    customers=customers,
+                    progress=lambda m: status.update(m),
+                )
     except TsuchiError as e:
         raise _fail(e) from None
-    table = Table(title=f"Delivery summary ({result.started:%Y-%m-%d} simulated, "
-                        f"{result.requested} notices to {result.customers} customers)")
+    table = Table(
+        title=f"Delivery summary ({result.started:%Y-%m-%d} simulated, "
+        f"{result.requested} notices to {result.customers} customers)"
+    )
     for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
         table.add_column(col, justify="right" if col in ("count", "fallback") else "left")
     for row in result.summary:
-        table.add_row(*(str(row[c]) for c in ("tenant", "purpose", "channel", "status", "count",
-                                               "fallback")))
+        table.add_row(
+            *(str(row[c]) for c in ("tenant", "purpose", "channel", "status", "count", "fallback"))
+        )
     console.print(table)
     console.print(f"database: [bold]{settings.database_url}[/]")
     console.print(f"keys:     [bold]{settings.resolved_keys_dir()}[/]")
@@ -110,7 +129,7 @@ def keys_init(
 def report_deliveries(
     db: DbOpt = "sqlite:///tsuchi.db",
     keys: KeysOpt = None,
-    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",  # noqa: A002
+    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
 ) -> None:
     """Messages by tenant, purpose, channel and status (blocked included)."""
@@ -138,8 +157,12 @@ def report_deliveries(
             for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
                 table.add_column(col)
             for r in rows:
-                table.add_row(*(str(r[c]) for c in ("tenant", "purpose", "channel", "status",
-                                                    "count", "fallback")))
+                table.add_row(
+                    *(
+                        str(r[c])
+                        for c in ("tenant", "purpose", "channel", "status", "count", "fallback")
+                    )
+                )
             Console(file=stream).print(table)
     finally:
         if out:

@@ -19,19 +19,81 @@ from uuid import UUID
 from tsuchi.engine import Engine
 
 SURNAMES = [
-    "佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤",
-    "吉田", "山田", "佐々木", "山口", "松本", "井上", "木村", "林", "斎藤", "清水",
-    "山崎", "森", "池田", "橋本", "阿部", "石川", "山下", "中島", "石井", "小川",
+    "佐藤",
+    "鈴木",
+    "高橋",
+    "田中",
+    "伊藤",
+    "渡辺",
+    "山本",
+    "中村",
+    "小林",
+    "加藤",
+    "吉田",
+    "山田",
+    "佐々木",
+    "山口",
+    "松本",
+    "井上",
+    "木村",
+    "林",
+    "斎藤",
+    "清水",
+    "山崎",
+    "森",
+    "池田",
+    "橋本",
+    "阿部",
+    "石川",
+    "山下",
+    "中島",
+    "石井",
+    "小川",
 ]
 GIVEN = [
-    "翔太", "陽菜", "蓮", "結衣", "大翔", "葵", "悠真", "凛", "湊", "芽依",
-    "健一", "美咲", "誠", "由美", "隆", "恵子", "浩二", "直子", "拓也", "彩",
-    "和子", "正樹", "真由美", "大輔", "さくら", "亮", "舞", "剛", "千尋", "光",
+    "翔太",
+    "陽菜",
+    "蓮",
+    "結衣",
+    "大翔",
+    "葵",
+    "悠真",
+    "凛",
+    "湊",
+    "芽依",
+    "健一",
+    "美咲",
+    "誠",
+    "由美",
+    "隆",
+    "恵子",
+    "浩二",
+    "直子",
+    "拓也",
+    "彩",
+    "和子",
+    "正樹",
+    "真由美",
+    "大輔",
+    "さくら",
+    "亮",
+    "舞",
+    "剛",
+    "千尋",
+    "光",
 ]
 # Host network or MVNO brand, with a rough market share.
 CARRIERS = [
-    ("docomo", 30), ("ahamo", 6), ("au", 20), ("uq", 6), ("povo", 3),
-    ("softbank", 15), ("ymobile", 7), ("linemo", 3), ("rakuten", 8), ("unknown", 2),
+    ("docomo", 30),
+    ("ahamo", 6),
+    ("au", 20),
+    ("uq", 6),
+    ("povo", 3),
+    ("softbank", 15),
+    ("ymobile", 7),
+    ("linemo", 3),
+    ("rakuten", 8),
+    ("unknown", 2),
 ]
 
 CARD = "sakura-card"
@@ -49,7 +111,7 @@ class DemoResult:
 
 def _numbers(rng: random.Random, n: int) -> list[str]:
     seen: set[str] = set()
-    out = []
+    out: list[str] = []
     while len(out) < n:
         num = f"0{rng.choice('789')}0-{rng.randint(1000, 9999)}-{rng.randint(0, 9999):04d}"
         if num not in seen:
@@ -77,11 +139,16 @@ def _ensure_template(engine: Engine, sender: UUID, name: str, **kwargs: object) 
 
 def setup_senders(engine: Engine) -> tuple[UUID, UUID]:
     card = engine.register_sender(CARD, "さくらカード", "card_issuer", "SAKURACARD", "0120-000-111")
-    insurer = engine.register_sender(INSURER, "みどり生命", "insurance", "MIDORILIFE", "0120-000-222")
+    insurer = engine.register_sender(
+        INSURER, "みどり生命", "insurance", "MIDORILIFE", "0120-000-222"
+    )
     _ensure_vetting(engine, card, {"docomo": True, "au": True, "softbank": True})
     _ensure_vetting(engine, insurer, {"docomo": True, "au": True, "softbank": False})
     _ensure_template(
-        engine, card, "fraud_alert", purpose="security",
+        engine,
+        card,
+        "fraud_alert",
+        purpose="security",
         plus_message_text=(
             "【さくらカード】{name}様、カード末尾{last4}で{merchant}にて{amount}のご利用が"
             "ありました。お心当たりはありますか？"
@@ -91,13 +158,19 @@ def setup_senders(engine: Engine) -> tuple[UUID, UUID]:
         variables={"name": "name", "last4": "card_last4", "merchant": "text", "amount": "amount"},
     )
     _ensure_template(
-        engine, card, "statement", purpose="transactional",
+        engine,
+        card,
+        "statement",
+        purpose="transactional",
         plus_message_text="【さくらカード】{month}のご利用明細が確定しました。お支払額は{amount}です。",
         sms_text="【さくらカード】{month}のご利用明細が確定しました。お支払額{amount}。",
         variables={"month": "text", "amount": "amount"},
     )
     _ensure_template(
-        engine, card, "spring_campaign", purpose="marketing",
+        engine,
+        card,
+        "spring_campaign",
+        purpose="marketing",
         plus_message_text=(
             "【さくらカード】春のポイント2倍キャンペーン実施中！ 配信停止は「停止」と返信。"
             "お問い合わせ 0120-000-111"
@@ -106,7 +179,10 @@ def setup_senders(engine: Engine) -> tuple[UUID, UUID]:
         suggestions=("詳しく見る", "停止"),
     )
     _ensure_template(
-        engine, insurer, "renewal", purpose="transactional",
+        engine,
+        insurer,
+        "renewal",
+        purpose="transactional",
         plus_message_text="【みどり生命】{name}様、ご契約の更新期限は{due}です。お手続きをお願いします。",
         sms_text="【みどり生命】ご契約の更新期限は{due}です。",
         variables={"name": "name", "due": "date"},
@@ -139,16 +215,21 @@ def run_demo(
         name = f"{rng.choice(SURNAMES)} {rng.choice(GIVEN)}"
         carrier = rng.choices(brands, weights)[0]
         tenant = CARD if i % 5 < 3 else INSURER
-        account = engine.register_account(tenant, f"C{seed:03d}-{i:06d}", number, name,
-                                          carrier=carrier)
+        account = engine.register_account(
+            tenant, f"C{seed:03d}-{i:06d}", number, name, carrier=carrier
+        )
         if tenant == CARD:
             card_accounts.append((account, name))
             opted_in = rng.random() < 0.4
             current = engine.consent(account, card, "marketing")
             if opted_in and (current is None or not current.granted):
                 engine.grant_consent(
-                    account, card, "marketing", source="web_signup",
-                    wording="キャンペーン情報をSMS/+メッセージで受け取る (同意文言 v3)", by=name,
+                    account,
+                    card,
+                    "marketing",
+                    source="web_signup",
+                    wording="キャンペーン情報をSMS/+メッセージで受け取る (同意文言 v3)",
+                    by=name,
                 )
         else:
             insurer_accounts.append((account, name))
@@ -156,25 +237,41 @@ def run_demo(
     requested = 0
     progress("requesting statements, renewal notices and the campaign")
     for account, _name in card_accounts:
-        engine.request_notice(card, account, "statement",
-                              {"month": month, "amount": rng.randint(1000, 300000)},
-                              idempotency_key=f"statement/{month}/{account}")
-        engine.request_notice(card, account, "spring_campaign", {},
-                              idempotency_key=f"campaign/{month}/{account}")
+        engine.request_notice(
+            card,
+            account,
+            "statement",
+            {"month": month, "amount": rng.randint(1000, 300000)},
+            idempotency_key=f"statement/{month}/{account}",
+        )
+        engine.request_notice(
+            card, account, "spring_campaign", {}, idempotency_key=f"campaign/{month}/{account}"
+        )
         requested += 2
     due = (started + timedelta(days=30)).date()
     for account, name in insurer_accounts:
-        engine.request_notice(insurer, account, "renewal", {"name": name, "due": due},
-                              idempotency_key=f"renewal/{month}/{account}")
+        engine.request_notice(
+            insurer,
+            account,
+            "renewal",
+            {"name": name, "due": due},
+            idempotency_key=f"renewal/{month}/{account}",
+        )
         requested += 1
     progress("raising fraud alerts")
     for account, name in rng.sample(card_accounts, k=min(50, len(card_accounts))):
         engine.request_notice(
-            card, account, "fraud_alert",
-            {"name": name, "last4": f"{rng.randint(0, 9999):04d}",
-             "merchant": rng.choice(["ONLINE SHOP", "家電量販店", "海外ECサイト"]),
-             "amount": rng.randint(20000, 400000)},
-            idempotency_key=f"fraud/{month}/{account}", urgency="urgent",
+            card,
+            account,
+            "fraud_alert",
+            {
+                "name": name,
+                "last4": f"{rng.randint(0, 9999):04d}",
+                "merchant": rng.choice(["ONLINE SHOP", "家電量販店", "海外ECサイト"]),
+                "amount": rng.randint(20000, 400000),
+            },
+            idempotency_key=f"fraud/{month}/{account}",
+            urgency="urgent",
         )
         requested += 1
 

@@ -17,25 +17,35 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing_sqlalchemy.datastore import transactions
+from sqlalchemy import (
+    CursorResult,
+    case,
+    create_engine,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import case, create_engine, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, scoped_session
 
 from tsuchi.domain.account import Account
+from tsuchi.domain.channels import check_plus_message_body, check_sms_body
 from tsuchi.domain.consent import Consent, ConsentChange, consent_id
 from tsuchi.domain.message import Message, TimelineEntry, message_id
 from tsuchi.domain.mobile import normalise_mobile
 from tsuchi.domain.personal import Personal
 from tsuchi.domain.sender import Sender, sender_id
 from tsuchi.domain.template import Template, VariableType, render, template_id
-from tsuchi.domain.channels import check_plus_message_body, check_sms_body
 from tsuchi.domain.values import (
     Capability,
     Carrier,
@@ -50,7 +60,6 @@ from tsuchi.errors import (
     IdempotencyConflict,
     InvalidInput,
     KeyMaterialError,
-    RuleViolation,
     TransientError,
     UnknownAccount,
     UnknownMessage,
@@ -58,13 +67,14 @@ from tsuchi.errors import (
     UnknownTemplate,
 )
 from tsuchi.infrastructure.clock import SystemClock
-from tsuchi.infrastructure.crypto import KeyRing, LocalKMS, blind_index, init_keys, load_keys
+from tsuchi.infrastructure.crypto import KeyRing, blind_index, init_keys, load_keys
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
 from tsuchi.infrastructure.tables import lookup, message_view, meta, outbox
 from tsuchi.policies.purpose import decide_purpose
 from tsuchi.policies.routing import choose_route
 from tsuchi.ports import Clock, Gateway, StatusReport, Submission
+from tsuchi.projections.message_view import message_row
 from tsuchi.settings import Settings, normalise_database_url
 
 log = logging.getLogger("tsuchi")
@@ -78,7 +88,9 @@ PRIORITY = {Urgency.URGENT: 0, Urgency.NORMAL: 1}
 
 def _text(value: Any, field_name: str, max_len: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise InvalidInput(field_name, f"must be a non-empty string of at most {max_len} characters")
+        raise InvalidInput(
+            field_name, f"must be a non-empty string of at most {max_len} characters"
+        )
     return value
 
 
@@ -276,12 +288,16 @@ class Engine:
                 raise TransientError(f"database error: {type(e).__name__}; retry") from None
         raise AssertionError("unreachable")
 
-    def _get(self, cls: type[T], aggregate_id: UUID, missing: Callable[[str], Exception]) -> T:
+    def _find(self, cls: type[T], aggregate_id: UUID) -> T | None:
         try:
-            agg = self.store.repository.get(aggregate_id)
+            agg: object = self.store.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise missing(str(aggregate_id)) from None
-        if not isinstance(agg, cls):
+            return None
+        return agg if isinstance(agg, cls) else None
+
+    def _get(self, cls: type[T], aggregate_id: UUID, missing: Callable[[str], Exception]) -> T:
+        agg = self._find(cls, aggregate_id)
+        if agg is None:
             raise missing(str(aggregate_id))
         return agg
 
@@ -308,8 +324,12 @@ class Engine:
             if sid in self.store.repository:
                 return sid  # idempotent: the same official account
             sender = Sender(
-                tenant=tenant, display_name=display_name, industry=industry,
-                sms_sender_id=sms_sender_id, contact=contact, at=self.now(),
+                tenant=tenant,
+                display_name=display_name,
+                industry=industry,
+                sms_sender_id=sms_sender_id,
+                contact=contact,
+                at=self.now(),
             )
             self.store.save(sender)
             return sid
@@ -346,10 +366,16 @@ class Engine:
         with self.store.session(commit=False):
             x = self._sender(sender_id)
         return SenderView(
-            id=x.id, tenant=x.tenant, display_name=x.display_name, industry=x.industry,
-            sms_sender_id=x.sms_sender_id, contact=x.contact,
-            vetting={k: v.value for k, v in x.vetting.items()}, verified=x.verified,
-            suspended=x.suspended, closed=x.closed,
+            id=x.id,
+            tenant=x.tenant,
+            display_name=x.display_name,
+            industry=x.industry,
+            sms_sender_id=x.sms_sender_id,
+            contact=x.contact,
+            vetting={k: v.value for k, v in x.vetting.items()},
+            verified=x.verified,
+            suspended=x.suspended,
+            closed=x.closed,
         )
 
     # -- accounts ------------------------------------------------------------------------
@@ -390,7 +416,8 @@ class Engine:
         def run(s: Session) -> UUID:
             existing = s.execute(
                 select(lookup.c.account_id).where(
-                    lookup.c.kind == "customer_ref", lookup.c.tenant == tenant,
+                    lookup.c.kind == "customer_ref",
+                    lookup.c.tenant == tenant,
                     lookup.c.digest == ref_digest,
                 )
             ).first()
@@ -400,24 +427,42 @@ class Engine:
             now = self.now()
             self.store.keys.create(account_id, now)
             account = Account(
-                id=account_id, tenant=tenant,
+                id=account_id,
+                tenant=tenant,
                 customer_ref=Personal(account_id, customer_ref),
-                mobile=Personal(account_id, e164), name=Personal(account_id, name),
-                carrier=c, capability=cap, time_zone=time_zone, language=language, at=now,
+                mobile=Personal(account_id, e164),
+                name=Personal(account_id, name),
+                carrier=c,
+                capability=cap,
+                time_zone=time_zone,
+                language=language,
+                at=now,
             )
             self.store.save(account)
-            s.execute(insert(lookup), [
-                {"kind": "customer_ref", "tenant": tenant, "digest": ref_digest,
-                 "account_id": account_id.hex},
-                {"kind": "mobile", "tenant": tenant, "digest": mobile_digest,
-                 "account_id": account_id.hex},
-            ])
+            s.execute(
+                insert(lookup),
+                [
+                    {
+                        "kind": "customer_ref",
+                        "tenant": tenant,
+                        "digest": ref_digest,
+                        "account_id": account_id.hex,
+                    },
+                    {
+                        "kind": "mobile",
+                        "tenant": tenant,
+                        "digest": mobile_digest,
+                        "account_id": account_id.hex,
+                    },
+                ],
+            )
             return account_id
 
         return self._unit(run)
 
-    def find_accounts(self, tenant: str, *, mobile: str | None = None,
-                      customer_ref: str | None = None) -> list[UUID]:
+    def find_accounts(
+        self, tenant: str, *, mobile: str | None = None, customer_ref: str | None = None
+    ) -> list[UUID]:
         """Accounts by mobile number (any common format) or customer reference,
         through the blind index."""
         if (mobile is None) == (customer_ref is None):
@@ -439,10 +484,17 @@ class Engine:
         with self.store.session(commit=False):
             a = self._account(account_id)
         return AccountView(
-            id=a.id, tenant=a.tenant, customer_ref=a.customer_ref.shown(),
-            mobile=a.mobile.shown(), name=a.name.shown(), carrier=a.carrier,
-            capability=a.capability, time_zone=a.time_zone, language=a.language,
-            closed=a.closed, erased=a.erased,
+            id=a.id,
+            tenant=a.tenant,
+            customer_ref=a.customer_ref.shown(),
+            mobile=a.mobile.shown(),
+            name=a.name.shown(),
+            carrier=a.carrier,
+            capability=a.capability,
+            time_zone=a.time_zone,
+            language=a.language,
+            closed=a.closed,
+            erased=a.erased,
         )
 
     def change_mobile(self, account_id: UUID, mobile: str, carrier: str = "unknown") -> None:
@@ -453,11 +505,17 @@ class Engine:
             a = self._account(account_id)
             a.change_mobile(Personal(a.id, e164), c, self.now())
             self.store.save(a)
-            s.execute(delete(lookup).where(lookup.c.kind == "mobile",
-                                           lookup.c.account_id == a.id.hex))
-            s.execute(insert(lookup).values(kind="mobile", tenant=a.tenant,
-                                            digest=self._digest("mobile", e164),
-                                            account_id=a.id.hex))
+            s.execute(
+                delete(lookup).where(lookup.c.kind == "mobile", lookup.c.account_id == a.id.hex)
+            )
+            s.execute(
+                insert(lookup).values(
+                    kind="mobile",
+                    tenant=a.tenant,
+                    digest=self._digest("mobile", e164),
+                    account_id=a.id.hex,
+                )
+            )
 
         self._unit(run)
 
@@ -470,8 +528,9 @@ class Engine:
         self._unit(run)
 
     # -- consents -----------------------------------------------------------------------
-    def grant_consent(self, account_id: UUID, sender_id: UUID, purpose: str, *, source: str,
-                      wording: str, by: str) -> int:
+    def grant_consent(
+        self, account_id: UUID, sender_id: UUID, purpose: str, *, source: str, wording: str, by: str
+    ) -> int:
         """Record an opt-in with its evidence; returns the consent version."""
         p = _purpose(purpose)
         Consent.check_purpose_needs_consent(p)
@@ -484,15 +543,17 @@ class Engine:
             a.check_open()
             self._sender(sender_id)
             c = self._consent(account_id, sender_id, p) or Consent(
-                account_id=account_id, sender_id=sender_id, purpose=p)
+                account_id=account_id, sender_id=sender_id, purpose=p
+            )
             c.grant(source, wording, Personal(account_id, by), self.now())
             self.store.save(c)
             return int(c.version)
 
         return self._unit(run)
 
-    def withdraw_consent(self, account_id: UUID, sender_id: UUID, purpose: str, *,
-                         source: str) -> None:
+    def withdraw_consent(
+        self, account_id: UUID, sender_id: UUID, purpose: str, *, source: str
+    ) -> None:
         p = _purpose(purpose)
         Consent.check_purpose_needs_consent(p)
         _text(source, "source", 100)
@@ -501,19 +562,15 @@ class Engine:
             self._account(account_id)
             self._sender(sender_id)
             c = self._consent(account_id, sender_id, p) or Consent(
-                account_id=account_id, sender_id=sender_id, purpose=p)
+                account_id=account_id, sender_id=sender_id, purpose=p
+            )
             c.withdraw(source, self.now())
             self.store.save(c)
 
         self._unit(run)
 
     def _consent(self, account_id: UUID, sender_id: UUID, purpose: Purpose) -> Consent | None:
-        try:
-            c = self.store.repository.get(consent_id(account_id, sender_id, purpose))
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(c, Consent)
-        return c
+        return self._find(Consent, consent_id(account_id, sender_id, purpose))
 
     def consent(self, account_id: UUID, sender_id: UUID, purpose: str) -> ConsentView | None:
         p = _purpose(purpose)
@@ -521,8 +578,9 @@ class Engine:
             c = self._consent(account_id, sender_id, p)
         if c is None:
             return None
-        return ConsentView(c.id, c.account_id, c.sender_id, c.purpose, c.granted,
-                           int(c.version), tuple(c.history))
+        return ConsentView(
+            c.id, c.account_id, c.sender_id, c.purpose, c.granted, int(c.version), tuple(c.history)
+        )
 
     # -- templates -------------------------------------------------------------------------
     def draft_template(
@@ -551,11 +609,19 @@ class Engine:
         def run(s: Session) -> int:
             self._sender(sender_id).check_active()
             t = self._template(sender_id, name, required=False) or Template(
-                sender_id=sender_id, name=name, purpose=p)
+                sender_id=sender_id, name=name, purpose=p
+            )
             if t.purpose is not p:
                 raise InvalidInput("purpose", "a template keeps the purpose it was created with")
-            n = t.draft(plus_message_text, tuple(suggestions), sms_text, vars_typed, author,
-                        self.now(), self.settings.sms_max_parts)
+            n = t.draft(
+                plus_message_text,
+                tuple(suggestions),
+                sms_text,
+                vars_typed,
+                author,
+                self.now(),
+                self.settings.sms_max_parts,
+            )
             self.store.save(t)
             return n
 
@@ -588,13 +654,9 @@ class Engine:
         return {} if t is None else {n: v.status.value for n, v in t.versions.items()}
 
     def _template(self, sender_id: UUID, name: str, required: bool = True) -> Template | None:
-        try:
-            t = self.store.repository.get(template_id(sender_id, name))
-        except AggregateNotFoundError:
-            if required:
-                raise UnknownTemplate(name) from None
-            return None
-        assert isinstance(t, Template)
+        t = self._find(Template, template_id(sender_id, name))
+        if t is None and required:
+            raise UnknownTemplate(name)
         return t
 
     # -- notices ------------------------------------------------------------------------------
@@ -648,22 +710,35 @@ class Engine:
             assert tpl is not None
             version = tpl.usable(template_version)
             stored = tpl.check_variables(version, values)
-            check_plus_message_body(render(version.plus_message_text, version.variables, stored),
-                                    version.suggestions)
-            check_sms_body(render(version.sms_text, version.variables, stored),
-                           self.settings.sms_max_parts)
+            check_plus_message_body(
+                render(version.plus_message_text, version.variables, stored), version.suggestions
+            )
+            check_sms_body(
+                render(version.sms_text, version.variables, stored), self.settings.sms_max_parts
+            )
             event_vars: dict[str, str | Personal] = {
                 k: Personal(account_id, v) if version.variables[k].personal else v
                 for k, v in stored.items()
             }
             now = self.now()
             msg = Message(
-                sender_id=sender_id, idempotency_key=idempotency_key, tenant=sender.tenant,
-                account_id=account_id, template_id=tpl.id, template_name=tpl.name,
-                template_version=version.number, purpose=tpl.purpose, urgency=urg,
-                variables=event_vars, correlation_id=corr, requested_by=requested_by, at=now,
+                sender_id=sender_id,
+                idempotency_key=idempotency_key,
+                tenant=sender.tenant,
+                account_id=account_id,
+                template_id=tpl.id,
+                template_name=tpl.name,
+                template_version=version.number,
+                purpose=tpl.purpose,
+                urgency=urg,
+                variables=event_vars,
+                correlation_id=corr,
+                requested_by=requested_by,
+                at=now,
             )
-            decision = decide_purpose(tpl.purpose, self._consent(account_id, sender_id, tpl.purpose))
+            decision = decide_purpose(
+                tpl.purpose, self._consent(account_id, sender_id, tpl.purpose)
+            )
             if not decision.allowed:
                 msg.block(decision.reason, now)
             else:
@@ -685,36 +760,27 @@ class Engine:
                 return _message_view(m)
 
     def _enqueue(self, s: Session, msg: Message, attempt: int, due: datetime) -> None:
-        s.execute(insert(outbox).values(
-            message_id=msg.id.hex, attempt=attempt, priority=PRIORITY[msg.urgency], due_at=due,
-        ))
+        s.execute(
+            insert(outbox).values(
+                message_id=msg.id.hex,
+                attempt=attempt,
+                priority=PRIORITY[msg.urgency],
+                due_at=due,
+            )
+        )
 
     def _project(self, s: Session, msg: Message) -> None:
-        cur = msg.current
-        row = {
-            "tenant": msg.tenant, "sender_id": msg.sender_id.hex,
-            "account_id": msg.account_id.hex, "template": msg.template_name,
-            "purpose": msg.purpose.value, "urgency": msg.urgency.value,
-            "channel": cur.channel.value if cur else None,
-            "carrier": cur.carrier.value if cur else None,
-            "status": msg.status.value, "reason": msg.block_reason,
-            "fallback": len(msg.attempts) > 1, "correlation_id": msg.correlation_id,
-            "requested_at": msg.requested_at, "updated_at": self.now(),
-        }
-        n = s.execute(
+        row = message_row(msg, self.now())
+        result = s.execute(
             update(message_view).where(message_view.c.message_id == msg.id.hex).values(**row)
-        ).rowcount
-        if not n:
+        )
+        if not cast("CursorResult[Any]", result).rowcount:
             s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
 
     def _message(self, mid: UUID, required: bool = True) -> Message | None:
-        try:
-            m = self.store.repository.get(mid)
-        except AggregateNotFoundError:
-            if required:
-                raise UnknownMessage(str(mid)) from None
-            return None
-        assert isinstance(m, Message)
+        m = self._find(Message, mid)
+        if m is None and required:
+            raise UnknownMessage(str(mid))
         return m
 
     def message(self, mid: UUID) -> MessageView:
@@ -723,8 +789,9 @@ class Engine:
             assert m is not None
             return _message_view(m)
 
-    def messages(self, *, account_id: UUID | None = None,
-                 correlation_id: str | None = None) -> list[UUID]:
+    def messages(
+        self, *, account_id: UUID | None = None, correlation_id: str | None = None
+    ) -> list[UUID]:
         q = select(message_view.c.message_id).order_by(message_view.c.requested_at)
         if account_id is not None:
             q = q.where(message_view.c.account_id == account_id.hex)
@@ -762,9 +829,11 @@ class Engine:
                 q = q.with_for_update(skip_locked=True)
             rows = [(r[0], int(r[1])) for r in s.execute(q).all()]
             for mid, attempt in rows:
-                s.execute(update(outbox).where(outbox.c.message_id == mid,
-                                               outbox.c.attempt == attempt)
-                          .values(claimed_by=worker, claimed_at=now))
+                s.execute(
+                    update(outbox)
+                    .where(outbox.c.message_id == mid, outbox.c.attempt == attempt)
+                    .values(claimed_by=worker, claimed_at=now)
+                )
             return rows
 
         return self._unit(run)
@@ -790,8 +859,11 @@ class Engine:
                 ref = f"{mid_hex}:{attempt}"
                 m = self._message(UUID(hex=mid_hex))
                 assert m is not None
-                s.execute(delete(outbox).where(outbox.c.message_id == mid_hex,
-                                               outbox.c.attempt == attempt))
+                s.execute(
+                    delete(outbox).where(
+                        outbox.c.message_id == mid_hex, outbox.c.attempt == attempt
+                    )
+                )
                 res = by_ref.get(ref)
                 if res is None:
                     continue  # cancelled or superseded before submission
@@ -800,8 +872,9 @@ class Engine:
                     m.mark_submitted(attempt, res.gateway_ref, now)
                 else:
                     m.mark_submitted(attempt, "", now)
-                    m.record_report(attempt, "failed", now, code=res.code,
-                                    permanent=res.reason != "outage")
+                    m.record_report(
+                        attempt, "failed", now, code=res.code, permanent=res.reason != "outage"
+                    )
                     self._maybe_fall_back(s, m, res.reason or res.code)
                 self.store.save(m)
                 self._project(s, m)
@@ -821,11 +894,17 @@ class Engine:
         assert tpl is not None
         version = tpl.get_version(m.template_version)
         values = {k: v.reveal() if isinstance(v, Personal) else v for k, v in m.variables.items()}
-        text = version.plus_message_text if cur.channel is Channel.PLUS_MESSAGE else version.sms_text
+        text = (
+            version.plus_message_text if cur.channel is Channel.PLUS_MESSAGE else version.sms_text
+        )
         return Submission(
-            reference=f"{mid.hex}:{attempt}", channel=cur.channel, carrier=cur.carrier,
-            sender_name=sender.display_name, sms_sender_id=sender.sms_sender_id,
-            to=account.mobile.reveal(), text=render(text, version.variables, values),
+            reference=f"{mid.hex}:{attempt}",
+            channel=cur.channel,
+            carrier=cur.carrier,
+            sender_name=sender.display_name,
+            sms_sender_id=sender.sms_sender_id,
+            to=account.mobile.reveal(),
+            text=render(text, version.variables, values),
             suggestions=version.suggestions if cur.channel is Channel.PLUS_MESSAGE else (),
         )
 
@@ -845,7 +924,12 @@ class Engine:
         reports = self.gateway.poll_reports(self.now())
         for i in range(0, len(reports), 200):
             chunk = reports[i : i + 200]
-            self._unit(lambda s, chunk=chunk: [self._apply_report(s, r) for r in chunk])
+
+            def apply(s: Session, chunk: list[StatusReport] = chunk) -> None:
+                for r in chunk:
+                    self._apply_report(s, r)
+
+            self._unit(apply)
         return len(reports)
 
     def handle_report(self, report: StatusReport) -> bool:
@@ -871,8 +955,12 @@ class Engine:
             changed = m.record_report(attempt, r.kind, at, r.code, r.permanent)
             if changed and r.kind in ("failed", "expired"):
                 self._maybe_fall_back(s, m, f"{r.kind} {r.code}".strip())
-            if changed and r.kind == "delivered" and m.current and \
-                    m.current.channel is Channel.PLUS_MESSAGE:
+            if (
+                changed
+                and r.kind == "delivered"
+                and m.current
+                and m.current.channel is Channel.PLUS_MESSAGE
+            ):
                 account = self._account(m.account_id)
                 account.learn_capability(Capability.YES, "delivery report", at)
                 self.store.save(account)
@@ -883,16 +971,27 @@ class Engine:
     # -- reports -----------------------------------------------------------------------------------
     def delivery_summary(self) -> list[dict[str, Any]]:
         """Counts of messages by tenant, purpose, channel and status."""
-        cols = (message_view.c.tenant, message_view.c.purpose, message_view.c.channel,
-                message_view.c.status)
+        cols = (
+            message_view.c.tenant,
+            message_view.c.purpose,
+            message_view.c.channel,
+            message_view.c.status,
+        )
         with self.store.session(commit=False) as s:
             rows = s.execute(
                 select(*cols, func.count(), func.sum(case((message_view.c.fallback, 1), else_=0)))
-                .group_by(*cols).order_by(*cols)
+                .group_by(*cols)
+                .order_by(*cols)
             ).all()
         return [
-            {"tenant": t, "purpose": p, "channel": c or "-", "status": st, "count": n,
-             "fallback": int(fb or 0)}
+            {
+                "tenant": t,
+                "purpose": p,
+                "channel": c or "-",
+                "status": st,
+                "count": n,
+                "fallback": int(fb or 0),
+            }
             for t, p, c, st, n, fb in rows
         ]
 

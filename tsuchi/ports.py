@@ -8,9 +8,10 @@ Each port has an implementation in the library usable in tests and the demo:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 from tsuchi.domain.values import Carrier, Channel
 

@@ -25,22 +25,33 @@ def build(engine: Engine, carriers: tuple[str, ...] = ("docomo", "au", "softbank
         engine.submit_vetting(s, c)
         engine.decide_vetting(s, c, True)
     engine.draft_template(
-        s, "fraud_alert", purpose="security",
+        s,
+        "fraud_alert",
+        purpose="security",
         plus_message_text="{name}様 カード末尾{last4}で{amount}のご利用。",
         sms_text="ACME: card {last4} {amount}",
         variables={"name": "name", "last4": "card_last4", "amount": "amount"},
-        suggestions=["はい、私です", "いいえ、身に覚えがありません"], author="alice",
+        suggestions=["はい、私です", "いいえ、身に覚えがありません"],
+        author="alice",
     )
     engine.approve_template(s, "fraud_alert", 1, "bob")
     engine.draft_template(
-        s, "campaign", purpose="marketing",
+        s,
+        "campaign",
+        purpose="marketing",
         plus_message_text="ACMEカード キャンペーン 停止は「停止」と返信 0120-000-000",
-        sms_text="ACME campaign. Reply STOP to opt out. 0120-000-000", author="alice",
+        sms_text="ACME campaign. Reply STOP to opt out. 0120-000-000",
+        author="alice",
     )
     engine.approve_template(s, "campaign", 1, "bob")
     engine.draft_template(
-        s, "note", purpose="transactional", plus_message_text="{memo}", sms_text="{memo}",
-        variables={"memo": "personal_text"}, author="alice",
+        s,
+        "note",
+        purpose="transactional",
+        plus_message_text="{memo}",
+        sms_text="{memo}",
+        variables={"memo": "personal_text"},
+        author="alice",
     )
     engine.approve_template(s, "note", 1, "bob")
     accounts = [

@@ -23,8 +23,9 @@ T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
 
 def sender() -> Sender:
-    return Sender(tenant="t", display_name="D", industry="card", sms_sender_id="S",
-                  contact="0120", at=T0)
+    return Sender(
+        tenant="t", display_name="D", industry="card", sms_sender_id="S", contact="0120", at=T0
+    )
 
 
 def test_sender_vetting_per_carrier_and_verification() -> None:
@@ -59,14 +60,18 @@ def test_sender_suspend_reinstate_close() -> None:
 def test_template_four_eyes_and_only_approved_versions_usable() -> None:
     sid = uuid4()
     t = Template(sender_id=sid, name="stmt", purpose=Purpose.TRANSACTIONAL)
-    v = t.draft("明細 {amount}", (), "stmt {amount}", {"amount": VariableType.AMOUNT}, "alice", T0, 10)
+    v = t.draft(
+        "明細 {amount}", (), "stmt {amount}", {"amount": VariableType.AMOUNT}, "alice", T0, 10
+    )
     with pytest.raises(TemplateNotApproved):
         t.usable(None)
     with pytest.raises(FourEyesViolation):
         t.approve(v, "alice", T0)
     t.approve(v, "bob", T0)
     assert t.usable(None).number == 1
-    v2 = t.draft("明細2 {amount}", (), "s2 {amount}", {"amount": VariableType.AMOUNT}, "alice", T0, 10)
+    v2 = t.draft(
+        "明細2 {amount}", (), "s2 {amount}", {"amount": VariableType.AMOUNT}, "alice", T0, 10
+    )
     with pytest.raises(TemplateNotApproved):
         t.usable(v2)
     t.retire(1, T0)
@@ -83,14 +88,28 @@ def test_template_refuses_unsafe_or_undeclared_placeholders(body: str) -> None:
 
 def test_variables_are_typed_and_card_numbers_masked() -> None:
     t = Template(sender_id=uuid4(), name="x", purpose=Purpose.SECURITY)
-    n = t.draft("{card} {amount} {when}", (), "{card}",
-                {"card": VariableType.CARD_NUMBER, "amount": VariableType.AMOUNT,
-                 "when": VariableType.DATE}, "a", T0, 10)
+    n = t.draft(
+        "{card} {amount} {when}",
+        (),
+        "{card}",
+        {
+            "card": VariableType.CARD_NUMBER,
+            "amount": VariableType.AMOUNT,
+            "when": VariableType.DATE,
+        },
+        "a",
+        T0,
+        10,
+    )
     version = t.get_version(n)
-    stored = t.check_variables(version, {"card": "4111 1111 1111 1111", "amount": 1200,
-                                         "when": T0.date()})
+    stored = t.check_variables(
+        version, {"card": "4111 1111 1111 1111", "amount": 1200, "when": T0.date()}
+    )
     assert stored["card"] == "1111"
-    assert render(version.plus_message_text, version.variables, stored) == "****1111 1,200円 2026-04-01"
+    assert (
+        render(version.plus_message_text, version.variables, stored)
+        == "****1111 1,200円 2026-04-01"
+    )
     with pytest.raises(InvalidVariables) as e:
         t.check_variables(version, {"card": "4111", "amount": 1, "when": T0.date()})
     assert e.value.field == "variables"
@@ -102,10 +121,21 @@ def test_variables_are_typed_and_card_numbers_masked() -> None:
 
 
 def message() -> Message:
-    return Message(sender_id=uuid4(), idempotency_key="k", tenant="t", account_id=uuid4(),
-                   template_id=uuid4(), template_name="x", template_version=1,
-                   purpose=Purpose.SECURITY, urgency=Urgency.URGENT, variables={},
-                   correlation_id="c", requested_by="h", at=T0)
+    return Message(
+        sender_id=uuid4(),
+        idempotency_key="k",
+        tenant="t",
+        account_id=uuid4(),
+        template_id=uuid4(),
+        template_name="x",
+        template_version=1,
+        purpose=Purpose.SECURITY,
+        urgency=Urgency.URGENT,
+        variables={},
+        correlation_id="c",
+        requested_by="h",
+        at=T0,
+    )
 
 
 def test_message_status_only_moves_forward() -> None:

@@ -9,8 +9,9 @@ from tsuchi.domain.mobile import national_form, normalise_mobile
 from tsuchi.errors import BodyTooLong, InvalidInput, InvalidMobileNumber
 
 
-@pytest.mark.parametrize("raw", ["090-1234-5678", "+81 90 1234 5678", "09012345678",
-                                 "+819012345678", "090 1234 5678"])
+@pytest.mark.parametrize(
+    "raw", ["090-1234-5678", "+81 90 1234 5678", "09012345678", "+819012345678", "090 1234 5678"]
+)
 def test_common_forms_normalise_to_e164(raw: str) -> None:
     assert normalise_mobile(raw) == "+819012345678"
 
@@ -20,8 +21,9 @@ def test_all_mobile_ranges(raw: str) -> None:
     assert normalise_mobile(raw).startswith(("+8170", "+8180"))
 
 
-@pytest.mark.parametrize("raw", ["03-1234-5678", "0120-123-456", "+1 650 253 0000", "abc", "",
-                                 "090-1234-567", "9" * 40])
+@pytest.mark.parametrize(
+    "raw", ["03-1234-5678", "0120-123-456", "+1 650 253 0000", "abc", "", "090-1234-567", "9" * 40]
+)
 def test_non_mobile_numbers_are_refused_without_echoing_them(raw: str) -> None:
     with pytest.raises(InvalidMobileNumber) as e:
         normalise_mobile(raw)
@@ -89,8 +91,11 @@ ALPHABETS = [GSM_BASIC.replace("\f", ""), GSM_EXT, "あいうえおカタカナ�
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.sampled_from(range(len(ALPHABETS))), min_size=1, max_size=4),
-       st.integers(0, 2**32), st.integers(0, 800))
+@given(
+    st.lists(st.sampled_from(range(len(ALPHABETS))), min_size=1, max_size=4),
+    st.integers(0, 2**32),
+    st.integers(0, 800),
+)
 def test_segments_agree_with_independent_counter(choices: list[int], seed: int, n: int) -> None:
     rng = random.Random(seed)
     pool = "".join(ALPHABETS[i] for i in choices)

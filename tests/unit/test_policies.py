@@ -55,9 +55,18 @@ def test_marketing_decision_records_consent_id_and_version() -> None:
 
 def account(carrier: Carrier, capability: Capability) -> Account:
     i = uuid4()
-    return Account(id=i, tenant="t", customer_ref=Personal(i, "r"), mobile=Personal(i, "m"),
-                   name=Personal(i, "n"), carrier=carrier, capability=capability,
-                   time_zone="Asia/Tokyo", language="ja", at=T0)
+    return Account(
+        id=i,
+        tenant="t",
+        customer_ref=Personal(i, "r"),
+        mobile=Personal(i, "m"),
+        name=Personal(i, "n"),
+        carrier=carrier,
+        capability=capability,
+        time_zone="Asia/Tokyo",
+        language="ja",
+        at=T0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,8 +81,9 @@ def account(carrier: Carrier, capability: Capability) -> Account:
         (Carrier.UNKNOWN, Capability.YES, ["docomo", "au", "softbank"], Channel.SMS),
     ],
 )
-def test_routing(carrier: Carrier, capability: Capability, approved: list[str],
-                 channel: Channel) -> None:
+def test_routing(
+    carrier: Carrier, capability: Capability, approved: list[str], channel: Channel
+) -> None:
     s = Sender(tenant="t", display_name="D", industry="i", sms_sender_id="S", contact="c", at=T0)
     for c in approved:
         s.submit_vetting(Carrier(c), T0)
@@ -81,10 +91,17 @@ def test_routing(carrier: Carrier, capability: Capability, approved: list[str],
     assert choose_route(s, account(carrier, capability)).channel is channel
 
 
-@pytest.mark.parametrize(("brand", "host"), [("ahamo", Carrier.DOCOMO), ("UQ", Carrier.AU),
-                                             ("povo", Carrier.AU), ("Y!mobile", Carrier.SOFTBANK),
-                                             ("LINEMO", Carrier.SOFTBANK),
-                                             ("rakuten", Carrier.RAKUTEN)])
+@pytest.mark.parametrize(
+    ("brand", "host"),
+    [
+        ("ahamo", Carrier.DOCOMO),
+        ("UQ", Carrier.AU),
+        ("povo", Carrier.AU),
+        ("Y!mobile", Carrier.SOFTBANK),
+        ("LINEMO", Carrier.SOFTBANK),
+        ("rakuten", Carrier.RAKUTEN),
+    ],
+)
 def test_mvno_brands_map_to_host_networks(brand: str, host: Carrier) -> None:
     assert parse_carrier(brand) is host
 

@@ -23,7 +23,7 @@ class Account(Aggregate):
     @event("Registered")
     def __init__(
         self,
-        id: UUID,  # noqa: A002  (chosen by the engine: random, never from personal data)
+        id: UUID,
         tenant: str,
         customer_ref: Personal,
         mobile: Personal,

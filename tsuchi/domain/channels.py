@@ -64,7 +64,9 @@ def sms_cost(text: str) -> SmsCost:
     return SmsCost("ucs2", _count_parts(widths, UCS2_SINGLE, UCS2_PART), sum(widths), len(text))
 
 
-def check_sms_body(text: str, max_parts: int = SMS_DEFAULT_MAX_PARTS, field: str = "body.sms") -> SmsCost:
+def check_sms_body(
+    text: str, max_parts: int = SMS_DEFAULT_MAX_PARTS, field: str = "body.sms"
+) -> SmsCost:
     if not text.strip():
         raise InvalidInput(field, "must not be empty")
     cost = sms_cost(text)

@@ -40,7 +40,7 @@ def consent_id(account_id: UUID, sender_id: UUID, purpose: Purpose) -> UUID:
 
 class Consent(Aggregate):
     @staticmethod
-    def create_id(account_id: UUID, sender_id: UUID, purpose: Purpose) -> UUID:  # type: ignore[override]
+    def create_id(account_id: UUID, sender_id: UUID, purpose: Purpose) -> UUID:
         return consent_id(account_id, sender_id, Purpose(purpose))
 
     @event("Opened")
@@ -83,9 +83,7 @@ class Consent(Aggregate):
     @event("Granted")
     def _granted(self, source: str, wording: str, by: Personal, at: datetime) -> None:
         self.granted = True
-        self.history.append(
-            ConsentChange(self.version + 1, "granted", at, source, wording, by)
-        )
+        self.history.append(ConsentChange(self.version + 1, "granted", at, source, wording, by))
 
     @event("Withdrawn")
     def _withdrawn(self, source: str, at: datetime) -> None:

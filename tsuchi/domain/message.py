@@ -70,7 +70,7 @@ REPORT_STATUSES = {
 
 class Message(Aggregate):
     @staticmethod
-    def create_id(sender_id: UUID, idempotency_key: str, **_: Any) -> UUID:  # type: ignore[override]
+    def create_id(sender_id: UUID, idempotency_key: str, **_: Any) -> UUID:
         return message_id(sender_id, idempotency_key)
 
     @event("Requested")
@@ -153,8 +153,9 @@ class Message(Aggregate):
             raise RuleViolation("not_routed", "attempt is not awaiting submission")
         self._submitted(attempt=attempt, gateway_ref=gateway_ref, at=at)
 
-    def record_report(self, attempt: int, kind: str, at: datetime, code: str = "",
-                      permanent: bool = False) -> bool:
+    def record_report(
+        self, attempt: int, kind: str, at: datetime, code: str = "", permanent: bool = False
+    ) -> bool:
         """Apply a status report if it moves the attempt forward; otherwise record
         it as late.  Returns whether the status changed."""
         new = REPORT_STATUSES[kind]
@@ -165,10 +166,11 @@ class Message(Aggregate):
             and self.status not in (MessageStatus.BLOCKED, MessageStatus.CANCELLED)
             and cur.status not in FINAL_STATUSES
             and (
-                new in FINAL_STATUSES
-                and cur.status in (MessageStatus.SUBMITTED, MessageStatus.ACCEPTED)
-                or new not in FINAL_STATUSES
-                and PROGRESS_RANK[new] > PROGRESS_RANK[cur.status]
+                (
+                    new in FINAL_STATUSES
+                    and cur.status in (MessageStatus.SUBMITTED, MessageStatus.ACCEPTED)
+                )
+                or (new not in FINAL_STATUSES and PROGRESS_RANK[new] > PROGRESS_RANK[cur.status])
             )
         )
         if not moves:
@@ -195,8 +197,10 @@ class Message(Aggregate):
 
     def cancel(self, reason: str, at: datetime) -> None:
         if self.status in FINAL_STATUSES or self.status in (
-            MessageStatus.SUBMITTED, MessageStatus.ACCEPTED,
-            MessageStatus.DELIVERED, MessageStatus.READ,
+            MessageStatus.SUBMITTED,
+            MessageStatus.ACCEPTED,
+            MessageStatus.DELIVERED,
+            MessageStatus.READ,
         ):
             raise RuleViolation("not_cancellable", f"message is {self.status}")
         self._cancelled(reason=reason, at=at)
@@ -216,7 +220,11 @@ class Message(Aggregate):
 
     @event("Routed")
     def _routed(
-        self, attempt: int, channel: Channel, carrier: Carrier, basis: dict[str, Any],
+        self,
+        attempt: int,
+        channel: Channel,
+        carrier: Carrier,
+        basis: dict[str, Any],
         at: datetime,
     ) -> None:
         self.attempts.append(Attempt(attempt, Channel(channel), Carrier(carrier)))

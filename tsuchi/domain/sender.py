@@ -1,10 +1,10 @@
 """The Sender aggregate: an official business account (公式アカウント).
 
 Its id derives from (tenant, SMS sender id), so registering the same official
-account twice yields the same sender.  A sender is vetted separately by each +Message carrier.  It is *verified*
-when at least one carrier approved it, and it can only use +Message on the
-carriers that approved it.  Suspension stops all sending until reinstated;
-closing is final.
+account twice yields the same sender.  A sender is vetted separately by each
++Message carrier.  It is *verified* when at least one carrier approved it,
+and it can only use +Message on the carriers that approved it.  Suspension
+stops all sending until reinstated; closing is final.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from eventsourcing.domain import Aggregate, event
 from tsuchi.domain.values import VETTING_CARRIERS, Carrier, VettingStatus
 from tsuchi.errors import InvalidInput, RuleViolation, SenderNotActive
 
-
 SENDER_NAMESPACE = uuid5(NAMESPACE_URL, "https://tsuchi.example/sender")
 
 
@@ -28,7 +27,7 @@ def sender_id(tenant: str, sms_sender_id: str) -> UUID:
 
 class Sender(Aggregate):
     @staticmethod
-    def create_id(tenant: str, sms_sender_id: str, **_: Any) -> UUID:  # type: ignore[override]
+    def create_id(tenant: str, sms_sender_id: str, **_: Any) -> UUID:
         return sender_id(tenant, sms_sender_id)
 
     @event("Registered")
@@ -86,7 +85,9 @@ class Sender(Aggregate):
             raise RuleViolation("already_approved", f"already approved on {carrier.value}")
         self._vetting_submitted(carrier=carrier.value, at=at)
 
-    def decide_vetting(self, carrier: Carrier, approved: bool, at: datetime, note: str = "") -> None:
+    def decide_vetting(
+        self, carrier: Carrier, approved: bool, at: datetime, note: str = ""
+    ) -> None:
         self.check_not_closed()
         self.check_vetting_carrier(carrier)
         if self.vetting.get(carrier.value) is not VettingStatus.SUBMITTED:

@@ -138,7 +138,7 @@ def display_value(kind: VariableType, stored: str) -> str:
 
 class Template(Aggregate):
     @staticmethod
-    def create_id(sender_id: UUID, name: str, purpose: Purpose) -> UUID:  # type: ignore[override]
+    def create_id(sender_id: UUID, name: str, purpose: Purpose) -> UUID:
         return template_id(sender_id, name)
 
     @event("Created")

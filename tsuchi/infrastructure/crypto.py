@@ -18,17 +18,19 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from threading import Lock
-from typing import Callable, ContextManager
+from typing import Any, cast
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.orm import Session
 
 from tsuchi.errors import CiphertextRejected, KeyMaterialError
@@ -37,7 +39,7 @@ from tsuchi.ports import KeyEncryptionKey
 
 NONCE = 12
 
-SessionFactory = Callable[[bool], ContextManager[Session]]
+SessionFactory = Callable[[bool], AbstractContextManager[Session]]
 """``factory(commit)`` gives the current unit of work's session (joined if open)."""
 
 
@@ -96,9 +98,7 @@ def _read_secret(path: Path, size: int) -> bytes:
     except FileNotFoundError:
         raise KeyMaterialError(f"key file missing: {path}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyMaterialError(
-            f"key file {path} is readable by group or others; chmod 600 it"
-        )
+        raise KeyMaterialError(f"key file {path} is readable by group or others; chmod 600 it")
     try:
         data = base64.b64decode(path.read_bytes().strip(), validate=True)
     except ValueError:
@@ -116,7 +116,7 @@ def init_keys(directory: Path, *, only_missing: bool = False) -> list[Path]:
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    wanted = {
+    wanted: dict[str, Callable[[], bytes]] = {
         KEK_FILE: lambda: AESGCM.generate_key(bit_length=256),
         INDEX_FILE: lambda: os.urandom(32),
         SIGNING_FILE: lambda: Ed25519PrivateKey.generate().private_bytes_raw(),
@@ -207,8 +207,11 @@ class DataKeyStore:
         with self._session(True) as s:
             s.execute(
                 insert(data_keys).values(
-                    subject_id=subject.hex, key_version=version, wrapped=wrapped,
-                    kek_id=self.kek.key_id, created_at=at,
+                    subject_id=subject.hex,
+                    key_version=version,
+                    wrapped=wrapped,
+                    kek_id=self.kek.key_id,
+                    created_at=at,
                 )
             )
         with self._lock:
@@ -223,11 +226,12 @@ class DataKeyStore:
     def erase(self, subject: UUID, at: datetime) -> int:
         """Destroy every data key of ``subject``; returns how many."""
         with self._session(True) as s:
-            n = s.execute(
+            result = s.execute(
                 update(data_keys)
                 .where(data_keys.c.subject_id == subject.hex, data_keys.c.wrapped.is_not(None))
                 .values(wrapped=None, erased_at=at)
-            ).rowcount
+            )
+            n = cast("CursorResult[Any]", result).rowcount
         self.forget(subject)
         return int(n)
 
@@ -247,16 +251,18 @@ class DataKeyStore:
         n = 0
         with self._session(True) as s:
             rows = s.execute(
-                select(data_keys.c.subject_id, data_keys.c.key_version, data_keys.c.wrapped)
-                .where(data_keys.c.wrapped.is_not(None))
+                select(data_keys.c.subject_id, data_keys.c.key_version, data_keys.c.wrapped).where(
+                    data_keys.c.wrapped.is_not(None)
+                )
             ).all()
             for subject_hex, version, wrapped in rows:
                 aad = _wrap_aad(UUID(hex=subject_hex), version)
                 key = self.kek.unwrap(bytes(wrapped), aad)
                 s.execute(
                     update(data_keys)
-                    .where(data_keys.c.subject_id == subject_hex,
-                           data_keys.c.key_version == version)
+                    .where(
+                        data_keys.c.subject_id == subject_hex, data_keys.c.key_version == version
+                    )
                     .values(wrapped=new_kek.wrap(key, aad), kek_id=new_kek.key_id)
                 )
                 n += 1
@@ -273,7 +279,8 @@ class DataKeyStore:
             row = s.execute(
                 select(data_keys.c.key_version)
                 .where(data_keys.c.subject_id == subject.hex)
-                .order_by(data_keys.c.key_version.desc()).limit(1)
+                .order_by(data_keys.c.key_version.desc())
+                .limit(1)
             ).first()
         if row is None:
             raise KeyMaterialError(f"no data key for subject {subject}")

@@ -29,7 +29,11 @@ class SealedAsDict(Transcoding):
     name = "pii"
 
     def encode(self, obj: Sealed) -> dict[str, Any]:
-        return {"s": obj.subject.hex, "k": obj.key_version, "b": base64.b64encode(obj.blob).decode()}
+        return {
+            "s": obj.subject.hex,
+            "k": obj.key_version,
+            "b": base64.b64encode(obj.blob).decode(),
+        }
 
     def decode(self, data: dict[str, Any]) -> Sealed:
         return Sealed(UUID(hex=data["s"]), int(data["k"]), base64.b64decode(data["b"]))

@@ -92,8 +92,13 @@ class SimulatedCarrierNetwork:
             if rng.random() >= rate:
                 permanent = rng.random() < p.permanent_failure_share
                 self._schedule(
-                    StatusReport(sub.reference, "failed", t, code="UNDELIV" if permanent else "EXPIRED",
-                                 permanent=permanent)
+                    StatusReport(
+                        sub.reference,
+                        "failed",
+                        t,
+                        code="UNDELIV" if permanent else "EXPIRED",
+                        permanent=permanent,
+                    )
                 )
                 return
             self._schedule(StatusReport(sub.reference, "delivered", t))
@@ -104,7 +109,9 @@ class SimulatedCarrierNetwork:
             if sub.suggestions and rng.random() < p.reply_rate:
                 choice = rng.choice(sub.suggestions)
                 t += timedelta(seconds=rng.expovariate(1 / 30.0))
-                self._schedule(StatusReport(sub.reference, "reply", t, text=choice, postback=choice))
+                self._schedule(
+                    StatusReport(sub.reference, "reply", t, text=choice, postback=choice)
+                )
 
     def poll_reports(self, until: datetime) -> list[StatusReport]:
         out = []

@@ -110,7 +110,7 @@ class EventStore(Application[UUID]):
     def check_schema_and_keys(self, kek_id: str, allow_new: bool) -> None:
         """Record or check the schema version and KEK fingerprint."""
         with self.session() as s:
-            rows = dict(s.execute(select(meta.c.key, meta.c.value)).all())
+            rows: dict[str, str] = {k: v for k, v in s.execute(select(meta.c.key, meta.c.value))}
             stored = rows.get("schema_version")
             if stored is not None and int(stored) > SCHEMA_VERSION:
                 raise SchemaTooNew(
@@ -121,7 +121,8 @@ class EventStore(Application[UUID]):
                 s.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(stored) < SCHEMA_VERSION:
                 s.execute(
-                    update(meta).where(meta.c.key == "schema_version")
+                    update(meta)
+                    .where(meta.c.key == "schema_version")
                     .values(value=str(SCHEMA_VERSION))
                 )
             known = rows.get("kek_id")

@@ -1,0 +1,87 @@
+"""The ``tsuchi`` command as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TSUCHI = [sys.executable, "-m", "tsuchi.cli"]
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSUCHI_")}
+    proc = subprocess.run(
+        [*TSUCHI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_documents_every_command(tmp_path: Path) -> None:
+    out = run("--help", cwd=tmp_path).stdout
+    for command in ("demo", "keys", "report"):
+        assert command in out
+    assert "init" in run("keys", "--help", cwd=tmp_path).stdout
+    assert "deliveries" in run("report", "--help", cwd=tmp_path).stdout
+
+
+def test_demo_runs_twice_on_the_same_database_and_reports(tmp_path: Path) -> None:
+    first = run("demo", "--customers", "60", "--seed", "3", cwd=tmp_path)
+    assert "Delivery summary" in first.stdout and "blocked" in first.stdout
+    assert "sqlite:///tsuchi.db" in first.stdout
+    keys = tmp_path / "tsuchi.keys"
+    for f in keys.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    run("demo", "--customers", "60", "--seed", "3", cwd=tmp_path)
+    report = json.loads(run("report", "deliveries", "--format", "json", cwd=tmp_path).stdout)
+    by_status: dict[str, int] = {}
+    for row in report:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
+    assert by_status.get("blocked", 0) > 0
+    assert sum(by_status.values()) > 2 * 60  # two runs' worth of notices
+    assert any(row["fallback"] for row in report)
+    csv_out = tmp_path / "d.csv"
+    run("report", "deliveries", "--format", "csv", "--out", str(csv_out), cwd=tmp_path)
+    assert csv_out.read_text().startswith("tenant,purpose,channel,status,count,fallback")
+
+
+def test_keys_init_writes_0600_files_and_never_overwrites(tmp_path: Path) -> None:
+    out = run("keys", "init", "--keys", str(tmp_path / "k"), cwd=tmp_path).stdout
+    assert out.count("wrote") == 3
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o700
+    before = (tmp_path / "k" / "kek.key").read_bytes()
+    again = run("keys", "init", "--keys", str(tmp_path / "k"), cwd=tmp_path, check=False)
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    assert (tmp_path / "k" / "kek.key").read_bytes() == before
+
+
+def test_report_without_keys_fails_clearly(tmp_path: Path) -> None:
+    proc = run(
+        "report",
+        "deliveries",
+        "--db",
+        f"sqlite:///{tmp_path / 'none.db'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "KeyMaterialError" in proc.stderr and "tsuchi keys init" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["xml"])
+def test_bad_format_is_a_usage_error(tmp_path: Path, fmt: str) -> None:
+    assert run("report", "deliveries", "--format", fmt, cwd=tmp_path, check=False).returncode == 2
+
+
+def test_group_readable_key_files_are_refused(tmp_path: Path) -> None:
+    run("keys", "init", "--keys", str(tmp_path / "tsuchi.keys"), cwd=tmp_path)
+    (tmp_path / "tsuchi.keys" / "kek.key").chmod(0o640)
+    proc = run("report", "deliveries", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "chmod 600" in proc.stderr
