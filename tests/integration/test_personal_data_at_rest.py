@@ -113,23 +113,18 @@ def test_tampered_ciphertext_is_rejected(engine: Engine) -> None:
 def test_moved_ciphertext_is_rejected(engine: Engine, move: str) -> None:
     w = build(engine)
     regs = _registered(engine)
-    (id0, _, _, s0), (id1, _, _, s1) = regs[0], regs[1]
+    (id0, _, _, s0), (_, _, _, s1) = regs[0], regs[1]
     d0, d1 = json.loads(s0), json.loads(s1)
     if move == "field":  # the name's ciphertext put in the mobile field
         d0["mobile"] = d0["name"]
-        _set_state(engine, id0, json.dumps(d0).encode())
-        victim = w.accounts[0]
     elif move == "event":  # account 1's mobile ciphertext copied into account 0's event
         d0["mobile"] = d1["mobile"]
-        _set_state(engine, id0, json.dumps(d0).encode())
-        victim = w.accounts[0]
     else:  # ... and relabelled as account 0's subject
         d1["mobile"]["_data_"]["s"] = d0["mobile"]["_data_"]["s"]
         d0["mobile"] = d1["mobile"]
-        _set_state(engine, id0, json.dumps(d0).encode())
-        victim = w.accounts[0]
+    _set_state(engine, id0, json.dumps(d0).encode())
     with pytest.raises(errors.CiphertextRejected):
-        engine.account(victim)
+        engine.account(w.accounts[0])
 
 
 def test_blind_index_holds_no_plaintext(engine: Engine) -> None:
