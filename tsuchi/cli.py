@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,12 @@ keys_app = typer.Typer(
     help="Key files: the KEK, the blind-index key, the audit signing key.", no_args_is_help=True
 )
 report_app = typer.Typer(help="Reports over the read models.", no_args_is_help=True)
+accounts_app = typer.Typer(
+    help="Customer accounts: subject access reports and erasure.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(report_app, name="report")
+app.add_typer(accounts_app, name="accounts")
 
 console = Console()
 err = Console(stderr=True)
@@ -123,6 +128,116 @@ def keys_init(
         raise _fail(e) from None
     for path in written:
         console.print(f"wrote {path}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    destroy_old: Annotated[
+        bool, typer.Option(help="Delete the previous KEK file at once.")
+    ] = False,
+) -> None:
+    """Re-wrap every data key under a new KEK; events are not touched.
+
+    The new KEK is staged as kek.key.next, the database re-wrapped in one
+    transaction, then kek.key.next becomes kek.key and the previous KEK
+    kek.key.old (delete it once no backup needs it, or use --destroy-old).
+    """
+    from tsuchi.engine import Engine
+    from tsuchi.infrastructure.crypto import OLD_KEK_FILE, promote_staged_kek, stage_new_kek
+
+    try:
+        settings = _settings(db, keys)
+        directory = settings.resolved_keys_dir()
+        with Engine(settings) as engine:
+            new = stage_new_kek(directory)
+            n = engine.rewrap_data_keys(new)
+        promote_staged_kek(directory)
+    except TsuchiError as e:
+        raise _fail(e) from None
+    if destroy_old:
+        (directory / OLD_KEK_FILE).unlink()
+    console.print(f"re-wrapped {n} data keys under KEK {new.key_id}")
+    if not destroy_old:
+        console.print(
+            f"previous KEK kept as {directory / OLD_KEK_FILE}; destroy it when no backup needs it"
+        )
+
+
+def _resolve_accounts(engine: Any, mobile: str | None, customer_ref: str | None) -> list[Any]:
+    if (mobile is None) == (customer_ref is None):
+        err.print("error: give exactly one of --mobile or --customer-ref")
+        raise typer.Exit(2)
+    found = engine.find_accounts(mobile=mobile, customer_ref=customer_ref)
+    if not found:
+        err.print("error: no account matches")
+        raise typer.Exit(1)
+    return list(found)
+
+
+MobileOpt = Annotated[str | None, typer.Option("--mobile", help="Mobile number, any format.")]
+RefOpt = Annotated[str | None, typer.Option("--customer-ref", help="The host's customer ref.")]
+
+
+@accounts_app.command("report")
+def accounts_report(
+    mobile: MobileOpt = None,
+    customer_ref: RefOpt = None,
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Subject access report: everything held about one customer."""
+    from tsuchi.engine import Engine
+    from tsuchi.projections.subject_access import render_text
+
+    if format not in ("text", "json"):
+        err.print("error: --format must be text or json")
+        raise typer.Exit(2)
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            reports = [
+                engine.subject_access_report(a)
+                for a in _resolve_accounts(engine, mobile, customer_ref)
+            ]
+    except TsuchiError as e:
+        raise _fail(e) from None
+    if format == "json":
+        body = (
+            json.dumps(reports if len(reports) > 1 else reports[0], ensure_ascii=False, indent=2)
+            + "\n"
+        )
+    else:
+        body = "\n".join(render_text(r) for r in reports)
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(body)
+
+
+@accounts_app.command("erase")
+def accounts_erase(
+    requested_by: Annotated[str, typer.Option("--requested-by", help="Who asked (audit).")],
+    mobile: MobileOpt = None,
+    customer_ref: RefOpt = None,
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+) -> None:
+    """Erase a customer by destroying their data keys; their events stay, unreadable."""
+    from tsuchi.engine import Engine
+
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            for account in _resolve_accounts(engine, mobile, customer_ref):
+                cancelled = engine.erase_account(account, requested_by)
+                console.print(f"erased account {account}; {cancelled} pending messages cancelled")
+    except TsuchiError as e:
+        raise _fail(e) from None
 
 
 @report_app.command("deliveries")

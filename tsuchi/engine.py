@@ -43,7 +43,7 @@ from tsuchi.domain.channels import check_plus_message_body, check_sms_body
 from tsuchi.domain.consent import Consent, ConsentChange, consent_id
 from tsuchi.domain.message import Message, TimelineEntry, message_id
 from tsuchi.domain.mobile import normalise_mobile
-from tsuchi.domain.personal import Personal
+from tsuchi.domain.personal import ERASED, Personal
 from tsuchi.domain.sender import Sender, sender_id
 from tsuchi.domain.template import Template, VariableType, render, template_id
 from tsuchi.domain.values import (
@@ -60,6 +60,7 @@ from tsuchi.errors import (
     IdempotencyConflict,
     InvalidInput,
     KeyMaterialError,
+    RuleViolation,
     TransientError,
     UnknownAccount,
     UnknownMessage,
@@ -67,13 +68,20 @@ from tsuchi.errors import (
     UnknownTemplate,
 )
 from tsuchi.infrastructure.clock import SystemClock
-from tsuchi.infrastructure.crypto import KeyRing, blind_index, init_keys, load_keys
+from tsuchi.infrastructure.crypto import (
+    KeyRing,
+    blind_index,
+    init_keys,
+    load_keys,
+    promote_staged_kek,
+    staged_kek,
+)
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
-from tsuchi.infrastructure.tables import lookup, message_view, meta, outbox
+from tsuchi.infrastructure.tables import consent_view, lookup, message_view, meta, outbox
 from tsuchi.policies.purpose import decide_purpose
 from tsuchi.policies.routing import choose_route
-from tsuchi.ports import Clock, Gateway, StatusReport, Submission
+from tsuchi.ports import Clock, Gateway, KeyEncryptionKey, StatusReport, Submission
 from tsuchi.projections.message_view import message_row
 from tsuchi.settings import Settings, normalise_database_url
 
@@ -246,6 +254,10 @@ class Engine:
                 )
             init_keys(directory, only_missing=True)
             log.info("created new key files in %s", directory)
+        staged = staged_kek(directory)
+        if staged is not None and _database_kek_id(url, probe) == staged.key_id:
+            promote_staged_kek(directory)  # finish a rotation interrupted after its commit
+            log.warning("completed an interrupted KEK rotation in %s", directory)
         return load_keys(directory, self._kek_override())
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -410,7 +422,7 @@ class Engine:
             raise InvalidInput("time_zone", "must be an IANA time zone name") from None
         if not isinstance(language, str) or not LANG_RE.match(language):
             raise InvalidInput("language", "must be a language code such as ja or en")
-        ref_digest = self._digest("customer_ref", f"{tenant}\0{customer_ref}")
+        ref_digest = self._digest("customer_ref", customer_ref)
         mobile_digest = self._digest("mobile", e164)
 
         def run(s: Session) -> UUID:
@@ -461,23 +473,27 @@ class Engine:
         return self._unit(run)
 
     def find_accounts(
-        self, tenant: str, *, mobile: str | None = None, customer_ref: str | None = None
+        self,
+        tenant: str | None = None,
+        *,
+        mobile: str | None = None,
+        customer_ref: str | None = None,
     ) -> list[UUID]:
         """Accounts by mobile number (any common format) or customer reference,
-        through the blind index."""
+        through the blind index; all tenants unless ``tenant`` is given.
+        Erased accounts are no longer found."""
         if (mobile is None) == (customer_ref is None):
             raise InvalidInput("mobile|customer_ref", "give exactly one")
         if mobile is not None:
             kind, digest = "mobile", self._digest("mobile", normalise_mobile(mobile))
         else:
             ref = _text(customer_ref, "customer_ref", 64)
-            kind, digest = "customer_ref", self._digest("customer_ref", f"{tenant}\0{ref}")
+            kind, digest = "customer_ref", self._digest("customer_ref", ref)
+        q = select(lookup.c.account_id).where(lookup.c.kind == kind, lookup.c.digest == digest)
+        if tenant is not None:
+            q = q.where(lookup.c.tenant == tenant)
         with self.store.session(commit=False) as s:
-            rows = s.execute(
-                select(lookup.c.account_id).where(
-                    lookup.c.kind == kind, lookup.c.tenant == tenant, lookup.c.digest == digest
-                )
-            ).all()
+            rows = s.execute(q.order_by(lookup.c.tenant)).all()
         return [UUID(hex=r[0]) for r in rows]
 
     def account(self, account_id: UUID) -> AccountView:
@@ -547,6 +563,7 @@ class Engine:
             )
             c.grant(source, wording, Personal(account_id, by), self.now())
             self.store.save(c)
+            self._project_consent(s, c)
             return int(c.version)
 
         return self._unit(run)
@@ -566,8 +583,21 @@ class Engine:
             )
             c.withdraw(source, self.now())
             self.store.save(c)
+            self._project_consent(s, c)
 
         self._unit(run)
+
+    def _project_consent(self, s: Session, c: Consent) -> None:
+        row = {
+            "account_id": c.account_id.hex,
+            "sender_id": c.sender_id.hex,
+            "purpose": c.purpose.value,
+            "granted": c.granted,
+            "version": int(c.version),
+            "updated_at": self.now(),
+        }
+        s.execute(delete(consent_view).where(consent_view.c.consent_id == c.id.hex))
+        s.execute(insert(consent_view).values(consent_id=c.id.hex, **row))
 
     def _consent(self, account_id: UUID, sender_id: UUID, purpose: Purpose) -> Consent | None:
         return self._find(Consent, consent_id(account_id, sender_id, purpose))
@@ -949,7 +979,8 @@ class Engine:
             return False
         at = _aware(r.at)
         if r.kind == "reply":
-            m.receive_reply(Personal(m.account_id, r.text), r.postback, at)
+            erased = self._account(m.account_id).erased
+            m.receive_reply(None if erased else Personal(m.account_id, r.text), r.postback, at)
             changed = True
         else:
             changed = m.record_report(attempt, r.kind, at, r.code, r.permanent)
@@ -967,6 +998,170 @@ class Engine:
         self.store.save(m)
         self._project(s, m)
         return changed
+
+    # -- personal data: erasure, rotation, subject access ---------------------------------------
+    def erase_account(self, account_id: UUID, requested_by: str) -> int:
+        """Erase a customer by destroying their data keys (crypto-shredding).
+
+        Appends a personal-data-free ``Erased`` event, cancels the account's
+        pending messages, removes it from the blind indexes, destroys its data
+        keys and forgets any cached key.  Every event still loads; personal
+        fields then read as the erased marker.  Returns how many pending
+        messages were cancelled.
+        """
+        _text(requested_by, "requested_by", 100)
+
+        def run(s: Session) -> int:
+            a = self._account(account_id)
+            pending = s.execute(
+                select(outbox.c.message_id)
+                .join(message_view, message_view.c.message_id == outbox.c.message_id)
+                .where(message_view.c.account_id == account_id.hex)
+            ).all()
+            cancelled = 0
+            for (mid_hex,) in pending:
+                m = self._message(UUID(hex=mid_hex))
+                assert m is not None
+                if m.status in (
+                    MessageStatus.REQUESTED,
+                    MessageStatus.DEFERRED,
+                    MessageStatus.ROUTED,
+                ):
+                    m.cancel("account erased", self.now())
+                    self.store.save(m)
+                    self._project(s, m)
+                    cancelled += 1
+                s.execute(delete(outbox).where(outbox.c.message_id == mid_hex))
+            a.mark_erased(self.now(), requested_by)
+            self.store.save(a)
+            s.execute(delete(lookup).where(lookup.c.account_id == account_id.hex))
+            self.store.keys.erase(account_id, self.now())
+            return cancelled
+
+        cancelled = self._unit(run)
+        self.store.keys.forget(account_id)
+        self.store.compact_after_erasure()
+        log.info("account %s erased; %d pending messages cancelled", account_id, cancelled)
+        return cancelled
+
+    def rotate_subject_key(self, account_id: UUID) -> int:
+        """Give a customer a new data key for new writes; returns its version."""
+
+        def run(s: Session) -> int:
+            if self._account(account_id).erased:
+                raise RuleViolation("account_erased", "an erased account has no keys")
+            return self.store.keys.rotate_subject(account_id, self.now())
+
+        return self._unit(run)
+
+    def rewrap_data_keys(self, new_kek: KeyEncryptionKey) -> int:
+        """Re-wrap every data key under ``new_kek`` and record its id, in one
+        transaction; events are untouched.  Returns how many keys."""
+
+        def run(s: Session) -> int:
+            n = self.store.keys.rewrap_all(new_kek)
+            self.store.set_kek_id(new_kek.key_id)
+            return n
+
+        old = self.store.keys.kek
+        try:
+            return self._unit(run)
+        except Exception:
+            self.store.keys.kek = old
+            raise
+
+    def subject_access_report(self, account_id: UUID) -> dict[str, Any]:
+        """Everything held about one customer (APPI disclosure request): profile,
+        consents with evidence and history, messages with content and status
+        timeline."""
+        with self.store.session(commit=False) as s:
+            a = self._account(account_id)
+            consent_ids = [
+                UUID(hex=r[0])
+                for r in s.execute(
+                    select(consent_view.c.consent_id)
+                    .where(consent_view.c.account_id == account_id.hex)
+                    .order_by(consent_view.c.sender_id, consent_view.c.purpose)
+                )
+            ]
+            consents = [c for c in (self._find(Consent, i) for i in consent_ids) if c]
+            message_ids = self.messages(account_id=account_id)
+            messages = [self._message(i) for i in message_ids]
+            senders = {c.sender_id for c in consents} | {m.sender_id for m in messages if m}
+            sender_names = {i: self._sender(i).display_name for i in senders}
+            message_docs = [self._message_document(m, sender_names) for m in messages if m]
+        return {
+            "format": "tsuchi-subject-access/v1",
+            "generated_at": self.now().isoformat(),
+            "account": {
+                "id": str(a.id),
+                "tenant": a.tenant,
+                "customer_ref": a.customer_ref.shown(),
+                "mobile": a.mobile.shown(),
+                "name": a.name.shown(),
+                "carrier": a.carrier.value,
+                "plus_message_capability": a.capability.value,
+                "time_zone": a.time_zone,
+                "language": a.language,
+                "registered_at": a.registered_at.isoformat(),
+                "closed": a.closed,
+                "erased": a.erased,
+            },
+            "consents": [
+                {
+                    "id": str(c.id),
+                    "sender": sender_names[c.sender_id],
+                    "purpose": c.purpose.value,
+                    "granted": c.granted,
+                    "history": [
+                        {
+                            "version": h.version,
+                            "action": h.action,
+                            "at": h.at.isoformat(),
+                            "source": h.source,
+                            "wording": h.wording,
+                            "by": h.by.shown() if h.by is not None else None,
+                        }
+                        for h in c.history
+                    ],
+                }
+                for c in consents
+            ],
+            "messages": message_docs,
+        }
+
+    def _message_document(self, m: Message, sender_names: dict[UUID, str]) -> dict[str, Any]:
+        tpl = self._template(m.sender_id, m.template_name)
+        assert tpl is not None
+        version = tpl.get_version(m.template_version)
+        values = {k: v.shown() if isinstance(v, Personal) else v for k, v in m.variables.items()}
+        return {
+            "id": str(m.id),
+            "sender": sender_names[m.sender_id],
+            "template": f"{m.template_name} v{m.template_version}",
+            "purpose": m.purpose.value,
+            "urgency": m.urgency.value,
+            "status": m.status.value,
+            "requested_at": m.requested_at.isoformat(),
+            "content": {
+                "plus_message": render(version.plus_message_text, version.variables, values),
+                "sms": render(version.sms_text, version.variables, values),
+            },
+            "authorisation": m.authorisation,
+            "timeline": [
+                {
+                    "at": t.at.isoformat(),
+                    "status": t.status,
+                    "attempt": t.attempt,
+                    "detail": t.detail,
+                }
+                for t in m.timeline
+            ],
+            "replies": [
+                {"at": at.isoformat(), "text": text.shown() if text else ERASED}
+                for at, text in m.replies
+            ],
+        }
 
     # -- reports -----------------------------------------------------------------------------------
     def delivery_summary(self) -> list[dict[str, Any]]:
@@ -1013,18 +1208,22 @@ def _purpose(purpose: str) -> Purpose:
 
 
 def _database_has_kek(url: str | None, probe: SAEngine | None) -> bool:
+    return _database_kek_id(url, probe) is not None
+
+
+def _database_kek_id(url: str | None, probe: SAEngine | None) -> str | None:
     if probe is not None:
         engine = probe
     elif url is not None:
         engine = create_engine(url)
     else:
-        return False
+        return None
     try:
         if not inspect(engine).has_table("tsuchi_meta"):
-            return False
+            return None
         with engine.connect() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "kek_id")).first()
-        return row is not None
+        return None if row is None else str(row[0])
     finally:
         if probe is None:
             engine.dispose()

@@ -85,3 +85,33 @@ def test_group_readable_key_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "tsuchi.keys" / "kek.key").chmod(0o640)
     proc = run("report", "deliveries", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "chmod 600" in proc.stderr
+
+
+def test_subject_access_report_erasure_and_key_rotation(tmp_path: Path) -> None:
+    run("demo", "--customers", "20", "--seed", "4", cwd=tmp_path)
+    from tsuchi import Engine, Settings
+
+    with Engine(Settings(database_url=f"sqlite:///{tmp_path / 'tsuchi.db'}")) as e:
+        account = e.account(e.find_accounts(customer_ref="C004-000001")[0])
+    national = account.mobile.replace("+81", "0")
+    report = json.loads(
+        run("accounts", "report", "--mobile", national, "--format", "json", cwd=tmp_path).stdout
+    )
+    assert report["account"]["name"] == account.name
+    assert report["messages"] and report["messages"][0]["timeline"]
+    text = run("accounts", "report", "--customer-ref", "C004-000001", cwd=tmp_path).stdout
+    assert account.name in text and "Consents" in text and "Messages" in text
+
+    rotated = run("keys", "rotate", cwd=tmp_path).stdout
+    assert "re-wrapped 20 data keys" in rotated
+    assert (tmp_path / "tsuchi.keys" / "kek.key.old").exists()
+
+    erased = run(
+        "accounts", "erase", "--customer-ref", "C004-000001", "--requested-by", "dpo", cwd=tmp_path
+    )
+    assert "erased account" in erased.stdout
+    gone = run("accounts", "report", "--mobile", national, cwd=tmp_path, check=False)
+    assert gone.returncode == 1 and "no account matches" in gone.stderr
+    assert run("accounts", "report", cwd=tmp_path, check=False).returncode == 2
+    db_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("tsuchi.db*"))
+    assert account.name.encode() not in db_bytes

@@ -105,7 +105,7 @@ class Message(Aggregate):
         self.requested_at = at
         self.status = MessageStatus.REQUESTED
         self.attempts: list[Attempt] = []
-        self.replies: list[tuple[datetime, Personal]] = []
+        self.replies: list[tuple[datetime, Personal | None]] = []
         self.authorisation: dict[str, Any] = {}
         self.block_reason: str | None = None
         self.deferred_until: datetime | None = None
@@ -192,7 +192,8 @@ class Message(Aggregate):
         self._fell_back(reason=reason, attempt=number, carrier=carrier, at=at)
         return number
 
-    def receive_reply(self, text: Personal, postback: str, at: datetime) -> None:
+    def receive_reply(self, text: Personal | None, postback: str, at: datetime) -> None:
+        """Record a reply; ``text`` is None when the customer was erased."""
         self._reply_received(text=text, postback=postback, at=at)
 
     def cancel(self, reason: str, at: datetime) -> None:
@@ -262,7 +263,7 @@ class Message(Aggregate):
         self._note(at, "routed", attempt, f"sms via {Carrier(carrier).value}")
 
     @event("ReplyReceived")
-    def _reply_received(self, text: Personal, postback: str, at: datetime) -> None:
+    def _reply_received(self, text: Personal | None, postback: str, at: datetime) -> None:
         self.replies.append((at, text))
         self._note(at, "reply", None, postback)
 

@@ -145,18 +145,33 @@ def load_keys(directory: Path, kek_override: bytes | None = None) -> KeyRing:
     )
 
 
-def replace_kek(directory: Path) -> tuple[bytes, bytes]:
-    """Write a new KEK file, keeping the old one as ``kek.key.old``.
-    Returns (old, new) key bytes."""
-    old = _read_secret(directory / KEK_FILE, 32)
+NEXT_KEK_FILE = KEK_FILE + ".next"
+OLD_KEK_FILE = KEK_FILE + ".old"
+
+
+def stage_new_kek(directory: Path) -> LocalKMS:
+    """First step of KEK rotation: write a new KEK to ``kek.key.next``."""
+    path = directory / NEXT_KEK_FILE
+    if path.exists():
+        path.unlink()
     new = AESGCM.generate_key(bit_length=256)
-    tmp = directory / (KEK_FILE + ".new")
-    if tmp.exists():
-        tmp.unlink()
-    _write_secret(tmp, new)
-    (directory / KEK_FILE).replace(directory / (KEK_FILE + ".old"))
-    tmp.replace(directory / KEK_FILE)
-    return old, new
+    _write_secret(path, new)
+    return LocalKMS(new)
+
+
+def staged_kek(directory: Path) -> LocalKMS | None:
+    path = directory / NEXT_KEK_FILE
+    return LocalKMS(_read_secret(path, 32)) if path.exists() else None
+
+
+def promote_staged_kek(directory: Path) -> None:
+    """Last step of KEK rotation, once the database is re-wrapped: the staged
+    KEK becomes ``kek.key``, the previous one ``kek.key.old``."""
+    old = directory / OLD_KEK_FILE
+    if old.exists():
+        old.unlink()
+    (directory / KEK_FILE).replace(old)
+    (directory / NEXT_KEK_FILE).replace(directory / KEK_FILE)
 
 
 def blind_index(index_key: bytes, kind: str, value: str) -> str:

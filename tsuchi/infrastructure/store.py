@@ -141,6 +141,20 @@ class EventStore(Application[UUID]):
         with self.session() as s:
             s.execute(update(meta).where(meta.c.key == "kek_id").values(value=kek_id))
 
-    def has_encrypted_data(self) -> bool:
-        with self.session(commit=False) as s:
-            return s.execute(select(data_keys.c.subject_id).limit(1)).first() is not None
+    def compact_after_erasure(self) -> None:
+        """Push destroyed key material out of places the database keeps old
+        page images: SQLite's WAL (checkpoint and truncate; ``secure_delete``
+        zeroes the freed bytes in the main file) and PostgreSQL's dead tuples
+        (VACUUM of the key table)."""
+        if self.datastore.scoped_session is not None:
+            return  # the host owns the session; it may not be committed yet
+        engine = self.engine
+        try:
+            if engine.dialect.name == "sqlite":
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            elif engine.dialect.name == "postgresql":
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.exec_driver_sql("VACUUM tsuchi_data_keys")
+        except Exception as e:  # compaction is best effort; the keys are already gone
+            log.warning("post-erasure compaction failed: %s", type(e).__name__)

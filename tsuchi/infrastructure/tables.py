@@ -82,3 +82,15 @@ message_view = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+consent_view = Table(
+    "tsuchi_consent_view",
+    metadata,
+    Column("consent_id", String(32), primary_key=True),
+    Column("account_id", String(32), nullable=False, index=True),
+    Column("sender_id", String(32), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
