@@ -101,12 +101,11 @@ def demo(
         title=f"Delivery summary ({result.started:%Y-%m-%d} simulated, "
         f"{result.requested} notices to {result.customers} customers)"
     )
-    for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
+    cols = ("tenant", "purpose", "channel", "status", "reason", "count", "fallback")
+    for col in cols:
         table.add_column(col, justify="right" if col in ("count", "fallback") else "left")
     for row in result.summary:
-        table.add_row(
-            *(str(row[c]) for c in ("tenant", "purpose", "channel", "status", "count", "fallback"))
-        )
+        table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
     console.print(f"database: [bold]{settings.database_url}[/]")
     console.print(f"keys:     [bold]{settings.resolved_keys_dir()}[/]")
@@ -240,6 +239,76 @@ def accounts_erase(
         raise _fail(e) from None
 
 
+consents_app = typer.Typer(help="The consent register.", no_args_is_help=True)
+app.add_typer(consents_app, name="consents")
+
+
+@consents_app.command("export")
+def consents_export(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",  # noqa: A002
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Per account, sender and purpose: current status, evidence and history."""
+    from tsuchi.engine import Engine
+
+    if format not in ("csv", "json"):
+        err.print("error: --format must be csv or json")
+        raise typer.Exit(2)
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            entries = list(engine.consent_register())
+    except TsuchiError as e:
+        raise _fail(e) from None
+    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        if format == "json":
+            json.dump(entries, stream, ensure_ascii=False, indent=2)
+            stream.write("\n")
+        else:
+            w = csv.writer(stream)
+            w.writerow(
+                [
+                    "consent_id",
+                    "account_id",
+                    "tenant",
+                    "sender",
+                    "purpose",
+                    "status",
+                    "version",
+                    "change_version",
+                    "action",
+                    "at",
+                    "source",
+                    "wording",
+                    "by",
+                ]
+            )
+            for entry in entries:
+                for h in entry["history"]:
+                    w.writerow(
+                        [
+                            entry["consent_id"],
+                            entry["account_id"],
+                            entry["tenant"],
+                            entry["sender"],
+                            entry["purpose"],
+                            entry["status"],
+                            entry["version"],
+                            h["version"],
+                            h["action"],
+                            h["at"],
+                            h["source"],
+                            h["wording"],
+                            h["by"] or "",
+                        ]
+                    )
+    finally:
+        if out:
+            stream.close()
+
+
 @report_app.command("deliveries")
 def report_deliveries(
     db: DbOpt = "sqlite:///tsuchi.db",
@@ -269,15 +338,11 @@ def report_deliveries(
             w.writerows(rows)
         else:
             table = Table(title="Deliveries")
-            for col in ("tenant", "purpose", "channel", "status", "count", "fallback"):
+            cols = ("tenant", "purpose", "channel", "status", "reason", "count", "fallback")
+            for col in cols:
                 table.add_column(col)
             for r in rows:
-                table.add_row(
-                    *(
-                        str(r[c])
-                        for c in ("tenant", "purpose", "channel", "status", "count", "fallback")
-                    )
-                )
+                table.add_row(*(str(r[c]) for c in cols))
             Console(file=stream).print(table)
     finally:
         if out:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +43,7 @@ from tsuchi.domain.channels import check_plus_message_body, check_sms_body
 from tsuchi.domain.consent import Consent, ConsentChange, consent_id
 from tsuchi.domain.message import Message, TimelineEntry, message_id
 from tsuchi.domain.mobile import normalise_mobile
+from tsuchi.domain.pci import check_no_card_number
 from tsuchi.domain.personal import ERASED, Personal
 from tsuchi.domain.sender import Sender, sender_id
 from tsuchi.domain.template import Template, VariableType, render, template_id
@@ -79,8 +80,10 @@ from tsuchi.infrastructure.crypto import (
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
 from tsuchi.infrastructure.tables import consent_view, lookup, message_view, meta, outbox
+from tsuchi.policies.marketing_law import check_advertising_duties
 from tsuchi.policies.purpose import decide_purpose
 from tsuchi.policies.routing import choose_route
+from tsuchi.policies.timing import frequency_cap, next_window_opening, quiet_hours_apply
 from tsuchi.ports import Clock, Gateway, KeyEncryptionKey, StatusReport, Submission
 from tsuchi.projections.message_view import message_row
 from tsuchi.settings import Settings, normalise_database_url
@@ -374,6 +377,23 @@ class Engine:
     def close_sender(self, sender_id: UUID) -> None:
         self._sender_command(sender_id, lambda x: x.close(self.now()))
 
+    def set_quiet_hours(self, sender_id: UUID, purpose: str, start: str, end: str) -> None:
+        """Recipient-local sending window for this sender's notices of ``purpose``
+        (non-urgent ones; security and urgent notices are never held)."""
+        p = _purpose(purpose)
+        self._sender_command(
+            sender_id, lambda x: x.set_quiet_hours(p.value, start, end, self.now())
+        )
+
+    def set_frequency_cap(
+        self, sender_id: UUID, per_day: int, per_week: int, over_cap: str = "defer"
+    ) -> None:
+        """Marketing notices per account: at most ``per_day`` in 24 h and
+        ``per_week`` in 7 days; over the cap ``defer`` or ``drop``."""
+        self._sender_command(
+            sender_id, lambda x: x.set_frequency_cap(per_day, per_week, over_cap, self.now())
+        )
+
     def sender(self, sender_id: UUID) -> SenderView:
         with self.store.session(commit=False):
             x = self._sender(sender_id)
@@ -663,6 +683,15 @@ class Engine:
         def run(s: Session) -> None:
             t = self._template(sender_id, name)
             assert t is not None
+            if t.purpose is Purpose.MARKETING:
+                sender = self._sender(sender_id)
+                v = t.get_version(version)
+                check_advertising_duties(
+                    {"plus_message": v.plus_message_text, "sms": v.sms_text},
+                    sender.display_name,
+                    sender.sms_sender_id,
+                    sender.contact,
+                )
             t.approve(version, approver, self.now())
             self.store.save(t)
 
@@ -740,6 +769,8 @@ class Engine:
             assert tpl is not None
             version = tpl.usable(template_version)
             stored = tpl.check_variables(version, values)
+            for k, v in stored.items():
+                check_no_card_number(v, f"variables.{k}")
             check_plus_message_body(
                 render(version.plus_message_text, version.variables, stored), version.suggestions
             )
@@ -766,16 +797,7 @@ class Engine:
                 requested_by=requested_by,
                 at=now,
             )
-            decision = decide_purpose(
-                tpl.purpose, self._consent(account_id, sender_id, tpl.purpose)
-            )
-            if not decision.allowed:
-                msg.block(decision.reason, now)
-            else:
-                route = choose_route(sender, account)
-                basis = {**decision.basis, "route": route.reason}
-                attempt = msg.route(route.channel, route.carrier, basis, now)
-                self._enqueue(s, msg, attempt, now)
+            self._decide(s, msg, sender, account, now)
             self.store.save(msg)
             self._project(s, msg)
             return _message_view(msg)
@@ -789,13 +811,64 @@ class Engine:
                 assert m is not None
                 return _message_view(m)
 
-    def _enqueue(self, s: Session, msg: Message, attempt: int, due: datetime) -> None:
+    def _decide(
+        self, s: Session, msg: Message, sender: Sender, account: Account, now: datetime
+    ) -> None:
+        """Consent, quiet hours, frequency cap, then routing: the message ends
+        blocked, deferred (with a durable timer in the outbox) or routed."""
+        decision = decide_purpose(
+            msg.purpose, self._consent(msg.account_id, msg.sender_id, msg.purpose)
+        )
+        if not decision.allowed:
+            msg.block(decision.reason, now)
+            return
+        if quiet_hours_apply(msg.purpose, msg.urgency):
+            window = sender.quiet_hours.get(msg.purpose.value, self.settings.quiet_hours_window)
+            opening = next_window_opening(now, account.time_zone, window)
+            if opening is not None:
+                msg.defer(opening, "quiet_hours", now)
+                self._enqueue(s, msg, 0, opening)
+                return
+        if msg.purpose is Purpose.MARKETING:
+            cap = sender.frequency_cap or self.settings.marketing_cap.model_dump()
+            sent = [
+                _aware(r[0])
+                for r in s.execute(
+                    select(message_view.c.routed_at).where(
+                        message_view.c.account_id == msg.account_id.hex,
+                        message_view.c.sender_id == msg.sender_id.hex,
+                        message_view.c.purpose == Purpose.MARKETING.value,
+                        message_view.c.routed_at.is_not(None),
+                        message_view.c.routed_at > now - timedelta(days=7),
+                    )
+                )
+            ]
+            verdict = frequency_cap(now, sent, int(cap["per_day"]), int(cap["per_week"]))
+            if not verdict.allowed:
+                assert verdict.until is not None
+                if cap["over_cap"] == "drop":
+                    msg.block(f"{verdict.reason}_dropped", now)
+                else:
+                    msg.defer(verdict.until, verdict.reason, now)
+                    self._enqueue(s, msg, 0, verdict.until)
+                return
+        route = choose_route(sender, account)
+        attempt = msg.route(
+            route.channel, route.carrier, {**decision.basis, "route": route.reason}, now
+        )
+        self._enqueue(s, msg, attempt, now)
+
+    def _enqueue(
+        self, s: Session, msg: Message, attempt: int, due: datetime, claimed_by: str | None = None
+    ) -> None:
         s.execute(
             insert(outbox).values(
                 message_id=msg.id.hex,
                 attempt=attempt,
                 priority=PRIORITY[msg.urgency],
                 due_at=due,
+                claimed_by=claimed_by,
+                claimed_at=due if claimed_by else None,
             )
         )
 
@@ -869,15 +942,20 @@ class Engine:
         return self._unit(run)
 
     def dispatch(self, limit: int | None = None) -> int:
-        """Submit due routed messages to the gateway, urgent first.
-        Returns how many submissions were made."""
+        """Submit due messages to the gateway, urgent first; deferred messages
+        whose time came are decided again (consent, quiet hours, caps) first.
+        Consent is checked again right before submission, so a refusal takes
+        effect before the next send.  Returns how many submissions were made."""
         batch = limit or self.settings.dispatch_batch
         claimed = self._claim(batch)
         if not claimed:
             return 0
+        ready: dict[tuple[str, int], dict[str, Any]] = self._unit(
+            lambda s: self._prepare(s, claimed)
+        )
         subs: list[Submission] = []
         with self.store.session(commit=False):
-            for mid_hex, attempt in claimed:
+            for mid_hex, attempt in ready:
                 sub = self._build_submission(UUID(hex=mid_hex), attempt)
                 if sub is not None:
                     subs.append(sub)
@@ -885,23 +963,20 @@ class Engine:
         by_ref = {r.reference: r for r in results}
 
         def record(s: Session) -> None:
-            for mid_hex, attempt in claimed:
-                ref = f"{mid_hex}:{attempt}"
-                m = self._message(UUID(hex=mid_hex))
-                assert m is not None
+            for (mid_hex, attempt), basis in ready.items():
                 s.execute(
                     delete(outbox).where(
                         outbox.c.message_id == mid_hex, outbox.c.attempt == attempt
                     )
                 )
-                res = by_ref.get(ref)
+                res = by_ref.get(f"{mid_hex}:{attempt}")
                 if res is None:
-                    continue  # cancelled or superseded before submission
+                    continue
+                m = self._message(UUID(hex=mid_hex))
+                assert m is not None
                 now = self.now()
-                if res.accepted:
-                    m.mark_submitted(attempt, res.gateway_ref, now)
-                else:
-                    m.mark_submitted(attempt, "", now)
+                m.mark_submitted(attempt, res.gateway_ref if res.accepted else "", now, basis)
+                if not res.accepted:
                     m.record_report(
                         attempt, "failed", now, code=res.code, permanent=res.reason != "outage"
                     )
@@ -911,6 +986,48 @@ class Engine:
 
         self._unit(record)
         return len(subs)
+
+    def _prepare(
+        self, s: Session, claimed: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], dict[str, Any]]:
+        """Decide deferred messages again and re-check consent of routed ones.
+        Returns the (message, attempt) pairs to submit with the consent basis
+        that holds at this moment (proof of consent at send time)."""
+        ready: dict[tuple[str, int], dict[str, Any]] = {}
+        now = self.now()
+        for mid_hex, attempt in claimed:
+            m = self._message(UUID(hex=mid_hex))
+            assert m is not None
+            key = outbox.c.message_id == mid_hex, outbox.c.attempt == attempt
+            if attempt == 0:  # a deferred message's timer
+                s.execute(delete(outbox).where(*key))
+                if m.status is not MessageStatus.DEFERRED:
+                    continue
+                self._decide(s, m, self._sender(m.sender_id), self._account(m.account_id), now)
+                self.store.save(m)
+                self._project(s, m)
+                if m.status not in (MessageStatus.ROUTED,):
+                    continue
+                attempt = 1
+                s.execute(
+                    update(outbox)
+                    .where(outbox.c.message_id == mid_hex, outbox.c.attempt == 1)
+                    .values(claimed_by=self.settings.worker_id, claimed_at=now)
+                )
+            cur = m.current
+            if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
+                continue
+            decision = decide_purpose(
+                m.purpose, self._consent(m.account_id, m.sender_id, m.purpose)
+            )
+            if not decision.allowed:
+                m.cancel(f"{decision.reason}_before_send", now)
+                self.store.save(m)
+                self._project(s, m)
+                s.execute(delete(outbox).where(outbox.c.message_id == mid_hex))
+                continue
+            ready[(mid_hex, attempt)] = decision.basis
+        return ready
 
     def _build_submission(self, mid: UUID, attempt: int) -> Submission | None:
         m = self._message(mid)
@@ -1165,18 +1282,26 @@ class Engine:
 
     # -- reports -----------------------------------------------------------------------------------
     def delivery_summary(self) -> list[dict[str, Any]]:
-        """Counts of messages by tenant, purpose, channel and status."""
+        """Counts of messages by tenant, purpose, channel, status and, for
+        blocked, deferred and cancelled ones, the reason."""
+        reason = case(
+            (
+                message_view.c.status.in_(["blocked", "deferred", "cancelled"]),
+                func.coalesce(message_view.c.reason, ""),
+            ),
+            else_="",
+        ).label("reason")
         cols = (
             message_view.c.tenant,
             message_view.c.purpose,
             message_view.c.channel,
             message_view.c.status,
+            reason,
         )
+        fallback = func.sum(case((message_view.c.fallback, 1), else_=0))
         with self.store.session(commit=False) as s:
             rows = s.execute(
-                select(*cols, func.count(), func.sum(case((message_view.c.fallback, 1), else_=0)))
-                .group_by(*cols)
-                .order_by(*cols)
+                select(*cols, func.count(), fallback).group_by(*cols).order_by(*cols)
             ).all()
         return [
             {
@@ -1184,11 +1309,71 @@ class Engine:
                 "purpose": p,
                 "channel": c or "-",
                 "status": st,
+                "reason": r,
                 "count": n,
                 "fallback": int(fb or 0),
             }
-            for t, p, c, st, n, fb in rows
+            for t, p, c, st, r, n, fb in rows
         ]
+
+    def consent_as_of(
+        self, account_id: UUID, sender_id: UUID, purpose: str, at: datetime
+    ) -> dict[str, Any]:
+        """The consent as it stood at ``at``: granted or not, and the change
+        (version, source, wording, when) that made it so."""
+        p = _purpose(purpose)
+        if p is Purpose.SECURITY:
+            return {"purpose": p.value, "granted": True, "rule": "security_always_allowed"}
+        with self.store.session(commit=False):
+            c = self._consent(account_id, sender_id, p)
+        change = c.state_at(_aware(at)) if c is not None else None
+        default = p is Purpose.TRANSACTIONAL
+        return {
+            "consent_id": str(c.id) if c is not None else None,
+            "purpose": p.value,
+            "granted": default if change is None else change.action == "granted",
+            "version": None if change is None else change.version,
+            "at": None if change is None else change.at.isoformat(),
+            "source": None if change is None else change.source,
+            "wording": None if change is None else change.wording,
+        }
+
+    def consent_register(self) -> Iterator[dict[str, Any]]:
+        """Every consent: account, sender, purpose, current status, evidence and
+        history.  Personal evidence (who gave it) is shown only as present or
+        erased; the subject access report holds the plaintext."""
+        with self.store.session(commit=False) as s:
+            rows = s.execute(
+                select(consent_view).order_by(
+                    consent_view.c.account_id, consent_view.c.sender_id, consent_view.c.purpose
+                )
+            ).all()
+        for row in rows:
+            with self.store.session(commit=False):
+                c = self._find(Consent, UUID(hex=row.consent_id))
+                sender = self._find(Sender, c.sender_id) if c is not None else None
+            if c is None:
+                continue
+            yield {
+                "consent_id": str(c.id),
+                "account_id": str(c.account_id),
+                "tenant": sender.tenant if sender else "",
+                "sender": sender.display_name if sender else str(c.sender_id),
+                "purpose": c.purpose.value,
+                "status": "granted" if c.granted else "withdrawn",
+                "version": int(c.version),
+                "history": [
+                    {
+                        "version": h.version,
+                        "action": h.action,
+                        "at": h.at.isoformat(),
+                        "source": h.source,
+                        "wording": h.wording,
+                        "by": None if h.by is None else ("erased" if h.by.erased else "recorded"),
+                    }
+                    for h in c.history
+                ],
+            }
 
     def latest_request_time(self) -> datetime | None:
         with self.store.session(commit=False) as s:

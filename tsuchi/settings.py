@@ -13,8 +13,9 @@ file, for hosts that inject secrets through the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -39,6 +40,12 @@ def normalise_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class FrequencyCap(BaseModel):
+    per_day: int = Field(default=1, ge=1)
+    per_week: int = Field(default=3, ge=1)
+    over_cap: Literal["defer", "drop"] = "defer"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSUCHI_", extra="forbid")
 
@@ -52,6 +59,14 @@ class Settings(BaseSettings):
     sms_max_parts: int = Field(default=10, ge=1, le=255)
     dispatch_batch: int = Field(default=100, ge=1, le=100)
     worker_id: str = "worker-1"
+    quiet_hours_window: tuple[str, str] = Field(
+        default=("08:00", "21:00"),
+        description="Default recipient-local sending window for non-urgent notices.",
+    )
+    marketing_cap: FrequencyCap = Field(
+        default_factory=lambda: FrequencyCap(),
+        description="Default marketing frequency cap per account and sender.",
+    )
 
     def resolved_keys_dir(self) -> Path:
         if self.keys_dir is not None:

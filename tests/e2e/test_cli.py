@@ -49,7 +49,7 @@ def test_demo_runs_twice_on_the_same_database_and_reports(tmp_path: Path) -> Non
     assert any(row["fallback"] for row in report)
     csv_out = tmp_path / "d.csv"
     run("report", "deliveries", "--format", "csv", "--out", str(csv_out), cwd=tmp_path)
-    assert csv_out.read_text().startswith("tenant,purpose,channel,status,count,fallback")
+    assert csv_out.read_text().startswith("tenant,purpose,channel,status,reason,count,fallback")
 
 
 def test_keys_init_writes_0600_files_and_never_overwrites(tmp_path: Path) -> None:

@@ -107,7 +107,10 @@ class Message(Aggregate):
         self.attempts: list[Attempt] = []
         self.replies: list[tuple[datetime, Personal | None]] = []
         self.authorisation: dict[str, Any] = {}
+        self.sent_basis: dict[str, Any] = {}
+        self.routed_at: datetime | None = None
         self.block_reason: str | None = None
+        self.last_reason: str | None = None  # why it was last deferred, fell back or cancelled
         self.deferred_until: datetime | None = None
         self.timeline: list[TimelineEntry] = [TimelineEntry(at, "requested", None, "")]
 
@@ -147,11 +150,15 @@ class Message(Aggregate):
         self._routed(attempt=1, channel=channel, carrier=carrier, basis=basis, at=at)
         return 1
 
-    def mark_submitted(self, attempt: int, gateway_ref: str, at: datetime) -> None:
+    def mark_submitted(
+        self, attempt: int, gateway_ref: str, at: datetime, basis: dict[str, Any] | None = None
+    ) -> None:
+        """``basis``: the purpose rule and consent (id, version) that allowed the
+        send at this moment: proof of consent at send time."""
         cur = self.current
         if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
             raise RuleViolation("not_routed", "attempt is not awaiting submission")
-        self._submitted(attempt=attempt, gateway_ref=gateway_ref, at=at)
+        self._submitted(attempt=attempt, gateway_ref=gateway_ref, basis=basis or {}, at=at)
 
     def record_report(
         self, attempt: int, kind: str, at: datetime, code: str = "", permanent: bool = False
@@ -215,6 +222,7 @@ class Message(Aggregate):
 
     @event("Deferred")
     def _deferred(self, until: datetime, reason: str, at: datetime) -> None:
+        self.last_reason = reason
         self.status = MessageStatus.DEFERRED
         self.deferred_until = until
         self._note(at, "deferred", None, reason)
@@ -230,11 +238,15 @@ class Message(Aggregate):
     ) -> None:
         self.attempts.append(Attempt(attempt, Channel(channel), Carrier(carrier)))
         self.authorisation = basis
+        self.routed_at = at
         self.status = MessageStatus.ROUTED
         self._note(at, "routed", attempt, f"{Channel(channel).value} via {Carrier(carrier).value}")
 
     @event("Submitted")
-    def _submitted(self, attempt: int, gateway_ref: str, at: datetime) -> None:
+    def _submitted(
+        self, attempt: int, gateway_ref: str, basis: dict[str, Any], at: datetime
+    ) -> None:
+        self.sent_basis = basis
         self.attempts[-1].status = MessageStatus.SUBMITTED
         self.status = MessageStatus.SUBMITTED
         self._note(at, "submitted", attempt)
@@ -257,6 +269,7 @@ class Message(Aggregate):
 
     @event("FellBack")
     def _fell_back(self, reason: str, attempt: int, carrier: Carrier, at: datetime) -> None:
+        self.last_reason = reason
         self._note(at, "fallback", attempt - 1, reason)
         self.attempts.append(Attempt(attempt, Channel.SMS, Carrier(carrier)))
         self.status = MessageStatus.ROUTED
@@ -269,5 +282,6 @@ class Message(Aggregate):
 
     @event("Cancelled")
     def _cancelled(self, reason: str, at: datetime) -> None:
+        self.last_reason = reason
         self.status = MessageStatus.CANCELLED
         self._note(at, "cancelled", None, reason)

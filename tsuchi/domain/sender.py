@@ -9,6 +9,7 @@ stops all sending until reinstated; closing is final.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -49,6 +50,8 @@ class Sender(Aggregate):
         self.vetting: dict[str, VettingStatus] = {}
         self.suspended = False
         self.closed = False
+        self.quiet_hours: dict[str, tuple[str, str]] = {}  # purpose -> ("HH:MM", "HH:MM")
+        self.frequency_cap: dict[str, Any] | None = None
 
     # -- queries -----------------------------------------------------------
     @property
@@ -111,6 +114,29 @@ class Sender(Aggregate):
         self.check_not_closed()
         self._closed(at=at)
 
+    def set_quiet_hours(self, purpose: str, start: str, end: str, at: datetime) -> None:
+        """Allowed sending window (recipient-local) for one purpose."""
+        self.check_not_closed()
+        for name, value in (("quiet_hours.start", start), ("quiet_hours.end", end)):
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+                raise InvalidInput(name, "must be HH:MM (24-hour)")
+        if start == end:
+            raise InvalidInput("quiet_hours", "the sending window must not be empty")
+        self._quiet_hours_set(purpose=purpose, start=start, end=end, at=at)
+
+    def set_frequency_cap(self, per_day: int, per_week: int, over_cap: str, at: datetime) -> None:
+        """Marketing frequency cap per account; over-cap notices are deferred or dropped."""
+        self.check_not_closed()
+        if (
+            not (isinstance(per_day, int) and isinstance(per_week, int))
+            or per_day < 1
+            or (per_week < per_day)
+        ):
+            raise InvalidInput("frequency_cap", "per_day >= 1 and per_week >= per_day")
+        if over_cap not in ("defer", "drop"):
+            raise InvalidInput("frequency_cap.over_cap", "must be defer or drop")
+        self._frequency_cap_set(per_day=per_day, per_week=per_week, over_cap=over_cap, at=at)
+
     # -- events ----------------------------------------------------------------
     @event("VettingSubmitted")
     def _vetting_submitted(self, carrier: str, at: datetime) -> None:
@@ -135,3 +161,11 @@ class Sender(Aggregate):
     @event("Closed")
     def _closed(self, at: datetime) -> None:
         self.closed = True
+
+    @event("QuietHoursSet")
+    def _quiet_hours_set(self, purpose: str, start: str, end: str, at: datetime) -> None:
+        self.quiet_hours[purpose] = (start, end)
+
+    @event("FrequencyCapSet")
+    def _frequency_cap_set(self, per_day: int, per_week: int, over_cap: str, at: datetime) -> None:
+        self.frequency_cap = {"per_day": per_day, "per_week": per_week, "over_cap": over_cap}

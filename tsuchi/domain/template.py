@@ -21,6 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from tsuchi.domain.channels import check_plus_message_body, check_sms_body
+from tsuchi.domain.pci import check_no_card_number
 from tsuchi.domain.values import Purpose
 from tsuchi.errors import (
     FourEyesViolation,
@@ -172,6 +173,10 @@ class Template(Aggregate):
             raise InvalidVariables("variables", "every placeholder must be a declared variable")
         check_plus_message_body(plus_message_text, suggestions)
         check_sms_body(sms_text, sms_max_parts)
+        check_no_card_number(plus_message_text, "body.plus_message")
+        check_no_card_number(sms_text, "body.sms")
+        for s in suggestions:
+            check_no_card_number(s, "suggestions")
 
     def get_version(self, number: int) -> TemplateVersion:
         try:

@@ -80,7 +80,10 @@ message_view = Table(
     Column("fallback", Boolean, nullable=False, default=False),
     Column("correlation_id", String(128), nullable=False, index=True),
     Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("routed_at", DateTime(timezone=True), nullable=True),
+    Column("deferred_until", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("tsuchi_message_view_cap", "account_id", "sender_id", "purpose", "routed_at"),
 )
 
 consent_view = Table(

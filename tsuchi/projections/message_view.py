@@ -25,9 +25,11 @@ def message_row(msg: Message, updated_at: datetime) -> dict[str, Any]:
         "channel": cur.channel.value if cur else None,
         "carrier": cur.carrier.value if cur else None,
         "status": msg.status.value,
-        "reason": msg.block_reason,
+        "reason": msg.block_reason or msg.last_reason,
         "fallback": len(msg.attempts) > 1,
         "correlation_id": msg.correlation_id,
         "requested_at": msg.requested_at,
+        "routed_at": msg.routed_at,
+        "deferred_until": msg.deferred_until if msg.status.value == "deferred" else None,
         "updated_at": updated_at,
     }
