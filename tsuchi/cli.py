@@ -247,7 +247,7 @@ app.add_typer(consents_app, name="consents")
 def consents_export(
     db: DbOpt = "sqlite:///tsuchi.db",
     keys: KeysOpt = None,
-    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",  # noqa: A002
+    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
 ) -> None:
     """Per account, sender and purpose: current status, evidence and history."""
@@ -347,6 +347,220 @@ def report_deliveries(
     finally:
         if out:
             stream.close()
+
+
+@app.command()
+def worker(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    worker_id: Annotated[str, typer.Option("--id", help="Name of this worker.")] = "worker-1",
+    sweep_seconds: Annotated[float, typer.Option(min=0.05, help="Sweep interval.")] = 1.0,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until a signal).")
+    ] = None,
+) -> None:
+    """Run the scheduler, sweeps, dispatch and projections until SIGTERM/SIGINT."""
+    from datetime import timedelta
+
+    from tsuchi.engine import Engine
+    from tsuchi.worker import Worker
+
+    logging.getLogger("tsuchi").setLevel(logging.INFO)
+    try:
+        with Engine(_settings(db, keys, worker_id=worker_id)) as engine:
+            w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds))
+            w.install_signal_handlers()
+            w.run(max_seconds=max_seconds)
+    except TsuchiError as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def serve(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Receive aggregator webhooks (POST /webhooks/status) and answer GET /healthz.
+
+    Webhooks must be signed with TSUCHI_WEBHOOK_SECRET (X-Tsuchi-Signature:
+    t=<unix>,v1=<hex HMAC-SHA256 of "t.body">, or X-Tsuchi-Token)."""
+    from tsuchi.engine import Engine
+    from tsuchi.serve import create_app, run
+
+    logging.getLogger("tsuchi").setLevel(logging.INFO)
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            if not engine.settings.webhook_secret:
+                err.print("error: set TSUCHI_WEBHOOK_SECRET")
+                raise typer.Exit(1)
+            run(create_app(engine.handle_webhook, engine.settings.webhook_max_body), host, port)
+    except TsuchiError as e:
+        raise _fail(e) from None
+
+
+sms_app = typer.Typer(help="SMS tools for template authors.", no_args_is_help=True)
+app.add_typer(sms_app, name="sms")
+
+
+@sms_app.command("segments")
+def sms_segments(
+    text: Annotated[str | None, typer.Argument(help="The text to measure.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Measure each line of this file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text.")] = False,
+) -> None:
+    """Encoding (gsm7 or ucs2) and number of parts an SMS text costs."""
+    from tsuchi.domain.channels import sms_cost
+
+    if (text is None) == (file is None):
+        err.print("error: give a TEXT or --file")
+        raise typer.Exit(2)
+    texts = [text] if text is not None else file.read_text(encoding="utf-8").splitlines()  # type: ignore[union-attr]
+    for t in texts:
+        cost = sms_cost(t)
+        if as_json:
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "encoding": cost.encoding,
+                        "parts": cost.parts,
+                        "units": cost.units,
+                        "characters": cost.characters,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+        else:
+            console.print(
+                f"{cost.encoding}  {cost.parts} part(s)  {cost.units} units  "
+                f"{cost.characters} characters"
+            )
+
+
+audit_app = typer.Typer(
+    help="The tamper-evident audit trail: export and offline verification.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+def _moment(value: str | None, name: str) -> Any:
+    """ISO date or datetime; without an offset it is Japan time (Asia/Tokyo)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        err.print(f"error: --{name} must be an ISO date or datetime")
+        raise typer.Exit(2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write (new or empty).")],
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's records in full.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this date/time (JST if no offset).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before this date/time (JST if no offset).")
+    ] = None,
+) -> None:
+    """Export the audit chain (records.jsonl, checkpoints.jsonl, manifest.json).
+
+    Every record is checked against the stored event behind it first; if the
+    event store no longer matches the chain, nothing is exported and the first
+    bad seq is named.  The export ends with a freshly signed checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from tsuchi.engine import Engine
+    from tsuchi.infrastructure.audit import AuditMismatch
+
+    since_m, until_m = _moment(since, "since"), _moment(until, "until")
+    try:
+        with (
+            Engine(_settings(db, keys)) as engine,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            ) as bar,
+        ):
+            task = bar.add_task("exporting", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            manifest = engine.audit.export(
+                out, engine.now(), tenant=tenant, since=since_m, until=until_m, progress=progress
+            )
+    except AuditMismatch as e:
+        err.print(
+            f"[bold red]refused[/]: the event store does not match the audit chain at "
+            f"seq {e.seq}: {e.reason}"
+        )
+        raise typer.Exit(1) from None
+    except TsuchiError as e:
+        raise _fail(e) from None
+    console.print(
+        f"exported seq {manifest['first_seq']}..{manifest['last_seq']} "
+        f"({manifest['record_count']} records) to {out}"
+    )
+    console.print(f"public key {manifest['public_key']} (key id {manifest['key_id']})")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    directory: Annotated[Path, typer.Argument(help="An export directory.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="The published key (raw, base64 or PEM)."),
+    ] = None,
+) -> None:
+    """Verify an export offline; exit 0 if intact, 1 naming the first bad seq."""
+    from tsuchi.projections.audit_format import parse_public_key, verify_export
+
+    key = None
+    if public_key is not None:
+        try:
+            key = parse_public_key(public_key.read_bytes())
+        except (OSError, ValueError) as e:
+            err.print(f"error: --public-key: {type(e).__name__}")
+            raise typer.Exit(2) from None
+    result = verify_export(directory, key)
+    if not result.ok:
+        err.print(f"[bold red]{result}[/]")
+        raise typer.Exit(1)
+    console.print(str(result))
+    if key is None:
+        err.print(
+            "warning: no --public-key given: integrity checked against the export's own "
+            "key; pass the published key to check who signed it"
+        )
+
+
+@audit_app.command("public-key")
+def audit_public_key(db: DbOpt = "sqlite:///tsuchi.db", keys: KeysOpt = None) -> None:
+    """Print the audit signing public key to publish to auditors."""
+    from tsuchi.engine import Engine
+
+    try:
+        with Engine(_settings(db, keys)) as engine:
+            console.print(engine.audit.public_key_text())
+    except TsuchiError as e:
+        raise _fail(e) from None
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,6 +68,8 @@ from tsuchi.errors import (
     UnknownSender,
     UnknownTemplate,
 )
+from tsuchi.flows import DeadlineSpec, Flows, SweepStats
+from tsuchi.infrastructure.audit import AuditTrail
 from tsuchi.infrastructure.clock import SystemClock
 from tsuchi.infrastructure.crypto import (
     KeyRing,
@@ -79,13 +81,22 @@ from tsuchi.infrastructure.crypto import (
 )
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
-from tsuchi.infrastructure.tables import consent_view, lookup, message_view, meta, outbox
+from tsuchi.infrastructure.tables import (
+    consent_view,
+    lookup,
+    message_view,
+    meta,
+    orphan_reports,
+    outbox,
+)
+from tsuchi.infrastructure.webhooks import read_status_webhook
 from tsuchi.policies.marketing_law import check_advertising_duties
 from tsuchi.policies.purpose import decide_purpose
 from tsuchi.policies.routing import choose_route
 from tsuchi.policies.timing import frequency_cap, next_window_opening, quiet_hours_apply
 from tsuchi.ports import Clock, Gateway, KeyEncryptionKey, StatusReport, Submission
 from tsuchi.projections.message_view import message_row
+from tsuchi.serve import WebhookResult
 from tsuchi.settings import Settings, normalise_database_url
 
 log = logging.getLogger("tsuchi")
@@ -102,6 +113,15 @@ def _text(value: Any, field_name: str, max_len: int) -> str:
         raise InvalidInput(
             field_name, f"must be a non-empty string of at most {max_len} characters"
         )
+    return value
+
+
+CODE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _code(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not CODE_RE.match(value):
+        raise InvalidInput(field_name, "a code of 1 to 64 letters, digits or _.:- (no free text)")
     return value
 
 
@@ -213,7 +233,7 @@ class Engine:
     ) -> None:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
-        self.gateway: Gateway = gateway or SimulatedCarrierNetwork(seed=0, clock=self.clock)
+        self.gateway: Gateway = gateway or self._default_gateway()
         url = None
         if sqlalchemy_engine is None and session is None:
             url = normalise_database_url(self.settings.database_url)
@@ -227,7 +247,20 @@ class Engine:
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
+        self.flows = Flows(self)
+        self._audit: AuditTrail | None = None
         log.info("engine opened (%s)", self.store.engine.dialect.name)
+
+    def _default_gateway(self) -> Gateway:
+        if self.settings.gateway == "cm":
+            from tsuchi.infrastructure.cm_gateway import DEFAULT_URL, CMGateway
+
+            if not self.settings.cm_product_token:
+                raise KeyMaterialError("gateway cm needs TSUCHI_CM_PRODUCT_TOKEN")
+            return CMGateway(
+                self.settings.cm_product_token, url=self.settings.cm_url or DEFAULT_URL
+            )
+        return SimulatedCarrierNetwork(seed=self.settings.simulator_seed, clock=self.clock)
 
     # -- keys -------------------------------------------------------------------------
     def _kek_override(self) -> bytes | None:
@@ -368,7 +401,7 @@ class Engine:
         self._sender_command(sender_id, lambda x: x.decide_vetting(c, approved, self.now(), note))
 
     def suspend_sender(self, sender_id: UUID, reason: str) -> None:
-        _text(reason, "reason", 200)
+        _code(reason, "reason")
         self._sender_command(sender_id, lambda x: x.suspend(reason, self.now()))
 
     def reinstate_sender(self, sender_id: UUID) -> None:
@@ -731,6 +764,7 @@ class Engine:
         correlation_id: str | None = None,
         requested_by: str = "host",
         template_version: int | None = None,
+        priority: int | None = None,
     ) -> MessageView:
         """Request one notice.  Consent and routing are decided now and recorded
         on the message; submission to the gateway happens in :meth:`dispatch`,
@@ -796,6 +830,7 @@ class Engine:
                 correlation_id=corr,
                 requested_by=requested_by,
                 at=now,
+                bulk=priority == 2,
             )
             self._decide(s, msg, sender, account, now)
             self.store.save(msg)
@@ -865,7 +900,7 @@ class Engine:
             insert(outbox).values(
                 message_id=msg.id.hex,
                 attempt=attempt,
-                priority=PRIORITY[msg.urgency],
+                priority=2 if msg.bulk else PRIORITY[msg.urgency],
                 due_at=due,
                 claimed_by=claimed_by,
                 claimed_at=due if claimed_by else None,
@@ -904,7 +939,9 @@ class Engine:
             return [UUID(hex=r[0]) for r in s.execute(q).all()]
 
     def cancel_notice(self, mid: UUID, reason: str) -> None:
-        _text(reason, "reason", 200)
+        """``reason`` is a code (letters, digits, ``_.:-``): it reaches reports and
+        the audit trail, so it must never carry free text about a person."""
+        _code(reason, "reason")
 
         def run(s: Session) -> None:
             m = self._message(mid)
@@ -924,7 +961,11 @@ class Engine:
         def run(s: Session) -> list[tuple[str, int]]:
             q = (
                 select(outbox.c.message_id, outbox.c.attempt)
-                .where(outbox.c.claimed_by.is_(None), outbox.c.due_at <= now)
+                .where(
+                    (outbox.c.claimed_by.is_(None))
+                    | (outbox.c.claimed_at < now - self.settings.timer_lease),
+                    outbox.c.due_at <= now,
+                )
                 .order_by(outbox.c.priority, outbox.c.due_at)
                 .limit(limit)
             )
@@ -976,7 +1017,9 @@ class Engine:
                 assert m is not None
                 now = self.now()
                 m.mark_submitted(attempt, res.gateway_ref if res.accepted else "", now, basis)
-                if not res.accepted:
+                if res.accepted:
+                    self.flows.on_submitted(s, m, attempt, now)
+                else:
                     m.record_report(
                         attempt, "failed", now, code=res.code, permanent=res.reason != "outage"
                     )
@@ -1080,25 +1123,69 @@ class Engine:
         return len(reports)
 
     def handle_report(self, report: StatusReport) -> bool:
-        """Apply one inbound report (idempotent; never regresses status)."""
-        return self._unit(lambda s: self._apply_report(s, report))
+        """Apply one inbound report (idempotent; never regresses status).
+        Returns whether it changed anything."""
+        return self._unit(lambda s: self._apply_report(s, report)) == "applied"
 
-    def _apply_report(self, s: Session, r: StatusReport) -> bool:
+    def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookResult:
+        """Framework-neutral webhook entry point: authenticate (HMAC signature or
+        shared secret, constant-time), parse JSON or XML, apply idempotently.
+        Raises :class:`~tsuchi.infrastructure.webhooks.WebhookRejected` (with an
+        HTTP status) for unsigned, forged, replayed, malformed or oversized
+        requests; nothing is recorded then."""
+        if not self.settings.webhook_secret:
+            raise KeyMaterialError("no webhook secret configured (TSUCHI_WEBHOOK_SECRET)")
+        reports = read_status_webhook(
+            headers,
+            body,
+            secret=self.settings.webhook_secret,
+            now=self.now(),
+            max_body=self.settings.webhook_max_body,
+        )
+
+        def run(s: Session) -> WebhookResult:
+            outcomes = [self._apply_report(s, r) for r in reports]
+            return WebhookResult(
+                accepted=outcomes.count("applied"),
+                duplicates=outcomes.count("duplicate"),
+                orphans=outcomes.count("orphan"),
+            )
+
+        return self._unit(run)
+
+    def _apply_report(self, s: Session, r: StatusReport) -> str:
+        """Apply a report: "applied", "duplicate" (nothing new) or "orphan"
+        (no such message: kept, without any text, for reconciliation)."""
         try:
             mid_hex, attempt_s = r.reference.split(":")
             mid, attempt = UUID(hex=mid_hex), int(attempt_s)
+            m = self._message(mid, required=False)
         except ValueError:
-            log.warning("report with unparseable reference ignored")
-            return False
-        m = self._message(mid, required=False)
-        if m is None:
-            log.warning("report for unknown message %s kept as orphan", mid)
-            return False
+            m = None
         at = _aware(r.at)
+        if m is None:
+            s.execute(
+                insert(orphan_reports).values(
+                    reference=r.reference[:80],
+                    kind=r.kind,
+                    code=r.code[:32],
+                    reported_at=at,
+                    received_at=self.now(),
+                )
+            )
+            log.warning("report for an unknown reference kept as orphan")
+            return "orphan"
         if r.kind == "reply":
             erased = self._account(m.account_id).erased
-            m.receive_reply(None if erased else Personal(m.account_id, r.text), r.postback, at)
-            changed = True
+            key = blind_index(
+                self.keyring.index_key,
+                "reply",
+                f"{r.reference}\0{at.isoformat()}\0{r.postback}\0{r.text}",
+            )[:32]
+            text = None if erased else Personal(m.account_id, r.text)
+            changed = m.receive_reply(text, r.postback, at, dedupe_key=key)
+            if changed and not erased:
+                self.flows.on_reply(s, m, r.text, r.postback)
         else:
             changed = m.record_report(attempt, r.kind, at, r.code, r.permanent)
             if changed and r.kind in ("failed", "expired"):
@@ -1114,7 +1201,86 @@ class Engine:
                 self.store.save(account)
         self.store.save(m)
         self._project(s, m)
-        return changed
+        return "applied" if changed else "duplicate"
+
+    # -- scheduled flows (see tsuchi.flows) -------------------------------------------------------
+    def sweep(self, max_timers: int = 1000) -> SweepStats:
+        """One worker pass: dispatch (urgent first), status reports, due timers."""
+        return self.flows.sweep(max_timers)
+
+    def register_deadline(self, spec: DeadlineSpec) -> UUID:
+        """Register a card expiry, payment due date, mileage expiry or document
+        deadline; reminders are scheduled at its offsets (days before)."""
+        self.flows.register_deadlines([spec])
+        from tsuchi.domain.deadline import deadline_id
+
+        return deadline_id(spec.sender_id, spec.kind, spec.reference)
+
+    def register_deadlines(self, specs: Iterable[DeadlineSpec], chunk: int = 2000) -> int:
+        """Bulk registration; returns how many were new."""
+        return self.flows.register_deadlines(specs, chunk)
+
+    def cancel_deadline(self, sender_id: UUID, kind: str, reference: str, reason: str) -> int:
+        return self.flows.cancel_deadline(sender_id, kind, reference, reason)
+
+    def raise_fraud_alert(
+        self,
+        sender_id: UUID,
+        account_id: UUID,
+        card_last4: str,
+        merchant: str,
+        amount: int,
+        at: datetime,
+        alert_ref: str | None = None,
+    ) -> UUID:
+        """Urgent "was this you?" +Message with reply buttons; SMS as well if not
+        read in time; "not me" emits CardBlockRequested and confirms; silence
+        emits EscalationRequired.  Returns the fraud case id."""
+        return self.flows.raise_fraud_alert(
+            sender_id, account_id, card_last4, merchant, amount, at, alert_ref
+        )
+
+    def fraud_case(self, case_id: UUID) -> dict[str, Any]:
+        case = self.flows.fraud_case(case_id)
+        return {
+            "id": str(case.id),
+            "state": case.state,
+            "account_id": str(case.account_id),
+            "card_last4": case.card_last4,
+            "message_id": str(case.message_id),
+        }
+
+    def start_broadcast(
+        self,
+        sender_id: UUID,
+        name: str,
+        template: str,
+        account_ids: Sequence[UUID],
+        variables: dict[str, str] | None = None,
+        urgency: str = "normal",
+        requested_by: str = "host",
+    ) -> UUID:
+        """A safety check or campaign to many accounts; messages are created by
+        the sweep in chunks, at bulk priority."""
+        return self.flows.start_broadcast(
+            sender_id, name, template, account_ids, variables, urgency, requested_by
+        )
+
+    def broadcast_report(self, broadcast_id: UUID) -> dict[str, Any]:
+        return self.flows.broadcast_report(broadcast_id)
+
+    # -- audit trail ----------------------------------------------------------------------------
+    @property
+    def audit(self) -> AuditTrail:
+        """The tamper-evident audit trail (hash chain, signed checkpoints, export)."""
+        if self._audit is None:
+            self._audit = AuditTrail(self.store, self.keyring.signing_key)
+        return self._audit
+
+    def audit_checkpoint(self) -> None:
+        """Extend the hash chain and sign a checkpoint (a periodic worker job)."""
+        self.audit.catch_up()
+        self.audit.checkpoint(self.now())
 
     # -- personal data: erasure, rotation, subject access ---------------------------------------
     def erase_account(self, account_id: UUID, requested_by: str) -> int:

@@ -12,6 +12,7 @@ file, for hosts that inject secrets through the environment.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,10 @@ class FrequencyCap(BaseModel):
     over_cap: Literal["defer", "drop"] = "defer"
 
 
+def _ttl() -> dict[str, timedelta]:
+    return {"urgent": timedelta(minutes=10), "normal": timedelta(hours=24)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSUCHI_", extra="forbid")
 
@@ -63,6 +68,41 @@ class Settings(BaseSettings):
         default=("08:00", "21:00"),
         description="Default recipient-local sending window for non-urgent notices.",
     )
+    delivery_ttl: dict[str, timedelta] = Field(
+        default_factory=_ttl,
+        description="No delivery report in this time (per urgency): +Message falls back to SMS.",
+    )
+    urgent_read_window: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="An urgent +Message not read within this window goes by SMS as well.",
+    )
+    fraud_alert_template: str = "fraud_alert"
+    fraud_confirmation_template: str = "fraud_confirmation"
+    fraud_escalate_after: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="No answer to a fraud alert within this time: EscalationRequired.",
+    )
+    opt_out_keywords: tuple[str, ...] = ("STOP", "停止", "配信停止")
+    opt_out_confirmation_template: str = "opt_out_confirmation"
+    reminder_time: str = Field(default="10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    reminder_time_zone: str = "Asia/Tokyo"
+    timer_lease: timedelta = Field(
+        default=timedelta(minutes=2),
+        description="A claimed timer or outbox row whose worker vanished is retried after this.",
+    )
+    gateway: Literal["simulator", "cm"] = Field(
+        default="simulator",
+        description="simulator: the seeded carrier network; cm: CM.com Business Messaging.",
+    )
+    simulator_seed: int = 0
+    cm_product_token: str | None = Field(default=None, repr=False)
+    cm_url: str | None = None
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Shared secret that signs inbound webhooks (X-Tsuchi-Signature / Token).",
+    )
+    webhook_max_body: int = Field(default=1 << 20, ge=1024)
     marketing_cap: FrequencyCap = Field(
         default_factory=lambda: FrequencyCap(),
         description="Default marketing frequency cap per account and sender.",

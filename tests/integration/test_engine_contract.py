@@ -280,6 +280,8 @@ def test_late_and_duplicate_reports_never_regress(
 def test_sender_lifecycle_through_engine(engine: Engine) -> None:
     w = build(engine)
     engine.suspend_sender(w.sender, "complaints")
+    with pytest.raises(errors.InvalidInput):
+        engine.suspend_sender(w.sender, "free text about 山田")
     with pytest.raises(errors.SenderNotActive):
         engine.request_notice(
             w.sender, w.accounts[0], "fraud_alert", fraud_vars(), idempotency_key="s"

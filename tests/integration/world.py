@@ -54,6 +54,35 @@ def build(engine: Engine, carriers: tuple[str, ...] = ("docomo", "au", "softbank
         author="alice",
     )
     engine.approve_template(s, "note", 1, "bob")
+    for name, purpose, body, variables, suggestions in [
+        (
+            "card_expiry",
+            "transactional",
+            "カード末尾{last4}の有効期限は{due}です。",
+            {"last4": "card_last4", "due": "date"},
+            [],
+        ),
+        (
+            "fraud_confirmation",
+            "security",
+            "カード末尾{last4}を停止しました。",
+            {"last4": "card_last4"},
+            [],
+        ),
+        ("opt_out_confirmation", "transactional", "配信を停止しました。", {}, []),
+        ("safety_check", "security", "安否確認: ご無事ですか？", {}, ["無事です", "助けが必要"]),
+    ]:
+        engine.draft_template(
+            s,
+            name,
+            purpose=purpose,
+            plus_message_text=body,
+            sms_text=body,
+            variables=variables,
+            suggestions=suggestions,
+            author="alice",
+        )
+        engine.approve_template(s, name, 1, "bob")
     accounts = [
         engine.register_account("acme", f"C{i}", number, name, carrier=carriers[i % len(carriers)])
         for i, (number, name) in enumerate(zip(NUMBERS, NAMES, strict=True))

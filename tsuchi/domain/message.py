@@ -89,7 +89,9 @@ class Message(Aggregate):
         correlation_id: str,
         requested_by: str,
         at: datetime,
+        bulk: bool = False,
     ) -> None:
+        self.bulk = bulk
         self.sender_id = sender_id
         self.idempotency_key = idempotency_key
         self.tenant = tenant
@@ -106,6 +108,8 @@ class Message(Aggregate):
         self.status = MessageStatus.REQUESTED
         self.attempts: list[Attempt] = []
         self.replies: list[tuple[datetime, Personal | None]] = []
+        self.reply_keys: set[str] = set()
+        self.seen_reports: set[str] = set()
         self.authorisation: dict[str, Any] = {}
         self.sent_basis: dict[str, Any] = {}
         self.routed_at: datetime | None = None
@@ -166,6 +170,8 @@ class Message(Aggregate):
         """Apply a status report if it moves the attempt forward; otherwise record
         it as late.  Returns whether the status changed."""
         new = REPORT_STATUSES[kind]
+        if f"{attempt}:{kind}" in self.seen_reports:
+            return False  # the very same report again (gateways retry): nothing new
         cur = self.current
         moves = (
             cur is not None
@@ -199,9 +205,16 @@ class Message(Aggregate):
         self._fell_back(reason=reason, attempt=number, carrier=carrier, at=at)
         return number
 
-    def receive_reply(self, text: Personal | None, postback: str, at: datetime) -> None:
-        """Record a reply; ``text`` is None when the customer was erased."""
-        self._reply_received(text=text, postback=postback, at=at)
+    def receive_reply(
+        self, text: Personal | None, postback: str, at: datetime, dedupe_key: str = ""
+    ) -> bool:
+        """Record a reply; ``text`` is None when the customer was erased.  A reply
+        already recorded under ``dedupe_key`` (webhooks are retried) changes
+        nothing; returns whether it was new."""
+        if dedupe_key and dedupe_key in self.reply_keys:
+            return False
+        self._reply_received(text=text, postback=postback, at=at, dedupe_key=dedupe_key)
+        return True
 
     def cancel(self, reason: str, at: datetime) -> None:
         if self.status in FINAL_STATUSES or self.status in (
@@ -253,18 +266,21 @@ class Message(Aggregate):
 
     @event("Progressed")
     def _progressed(self, attempt: int, status: MessageStatus, at: datetime) -> None:
+        self.seen_reports.add(f"{attempt}:{MessageStatus(status).value}")
         self.attempts[-1].status = MessageStatus(status)
         self.status = MessageStatus(status)
         self._note(at, MessageStatus(status).value, attempt)
 
     @event("Failed")
     def _failed(self, attempt: int, code: str, permanent: bool, at: datetime) -> None:
+        self.seen_reports.add(f"{attempt}:failed")
         self.attempts[-1].status = MessageStatus.FAILED
         self.status = MessageStatus.FAILED
         self._note(at, "failed", attempt, f"code {code}" + (" (permanent)" if permanent else ""))
 
     @event("ReportRecorded")
     def _report_recorded(self, attempt: int, kind: str, code: str, at: datetime) -> None:
+        self.seen_reports.add(f"{attempt}:{kind}")
         self._note(at, f"late {kind}", attempt, "recorded; status not regressed")
 
     @event("FellBack")
@@ -276,8 +292,12 @@ class Message(Aggregate):
         self._note(at, "routed", attempt, f"sms via {Carrier(carrier).value}")
 
     @event("ReplyReceived")
-    def _reply_received(self, text: Personal | None, postback: str, at: datetime) -> None:
+    def _reply_received(
+        self, text: Personal | None, postback: str, at: datetime, dedupe_key: str = ""
+    ) -> None:
         self.replies.append((at, text))
+        if dedupe_key:
+            self.reply_keys.add(dedupe_key)
         self._note(at, "reply", None, postback)
 
     @event("Cancelled")

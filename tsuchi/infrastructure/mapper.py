@@ -13,6 +13,7 @@ timestamps, statuses) stays plaintext.
 from __future__ import annotations
 
 import base64
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,17 @@ class SealedAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> Sealed:
         return Sealed(UUID(hex=data["s"]), int(data["k"]), base64.b64decode(data["b"]))
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
 
 
 class PersonalDataMapper(Mapper[UUID]):

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from tsuchi.errors import KeyMaterialError, SchemaTooNew
 from tsuchi.infrastructure.crypto import DataKeyStore, KeyRing
-from tsuchi.infrastructure.mapper import PersonalDataMapper, SealedAsDict
+from tsuchi.infrastructure.mapper import DateAsISO, PersonalDataMapper, SealedAsDict
 from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metadata
 
 log = logging.getLogger("tsuchi.store")
@@ -87,6 +87,7 @@ class EventStore(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(SealedAsDict())
+        transcoder.register(DateAsISO())
 
     # -- units of work -------------------------------------------------------------
     @property
@@ -140,6 +141,23 @@ class EventStore(Application[UUID]):
     def set_kek_id(self, kek_id: str) -> None:
         with self.session() as s:
             s.execute(update(meta).where(meta.c.key == "kek_id").values(value=kek_id))
+
+    def existing_ids(self, ids: list[UUID]) -> set[UUID]:
+        """Which of ``ids`` already have an aggregate (one query per thousand)."""
+        record = self.recorder.events_record_cls  # type: ignore[attr-defined]
+        found: set[UUID] = set()
+        with self.session(commit=False) as s:
+            for start in range(0, len(ids), 1000):
+                found.update(
+                    UUID(str(r[0]))
+                    for r in s.execute(
+                        select(record.originator_id).where(
+                            record.originator_id.in_(ids[start : start + 1000]),
+                            record.originator_version == 1,
+                        )
+                    )
+                )
+        return found
 
     def compact_after_erasure(self) -> None:
         """Push destroyed key material out of places the database keeps old

@@ -97,3 +97,39 @@ consent_view = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+timers = Table(
+    "tsuchi_timers",
+    metadata,
+    Column("id", String(160), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON of ids only
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("fired_at", DateTime(timezone=True), nullable=True),
+    Column("late", Boolean, nullable=False, default=False),
+    Index("tsuchi_timers_due", "fired_at", "due_at"),
+)
+
+broadcast_recipients = Table(
+    "tsuchi_broadcast_recipients",
+    metadata,
+    Column("broadcast_id", String(32), primary_key=True),
+    Column("account_id", String(32), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("message_id", String(32), nullable=True),  # set when its message exists
+    Column("reply", String(16), nullable=True),  # safe | need_help | other
+    Index("tsuchi_broadcast_pending", "broadcast_id", "message_id", "seq"),
+)
+
+orphan_reports = Table(
+    "tsuchi_orphan_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("reference", String(80), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,766 @@
+"""The audit trail: a signed hash chain over the event log, and its export.
+
+Why this module exists: regulators (FISC/FSA tamper evidence, PCI DSS log
+retention) need proof that the event log was not edited after the fact, and
+a compliance officer must be able to hand an auditor files that prove it
+offline.  This is the database side of that: it extends the global hash
+chain from the notification log, signs checkpoints, and streams exports in
+the format defined (and verified) by :mod:`tsuchi.projections.audit_format`.
+
+Tables (own :class:`~sqlalchemy.MetaData`, created on first use):
+
+``tsuchi_audit_position``
+    One row: the database's stable ``origin`` (``urn:uuid:…``, random, made
+    once) and the chain's position (last notification id, seq, head).  It is
+    updated in the same transaction as the chain rows it accounts for, with a
+    compare-and-set, so every event is chained exactly once.
+``tsuchi_audit_chain``
+    One row per event: the record of the export format (``summary`` as
+    canonical JSON).  Append-only.
+``tsuchi_audit_aggregates``
+    aggregate id -> tenant and correlation id, because only an aggregate's
+    first event (or none of them, for consents and templates, which inherit
+    the tenant of the account or sender they refer to) carries them.
+``tsuchi_audit_checkpoints``
+    Signed heads; seq strictly grows, ``issued_at`` never decreases.
+
+Nothing here decrypts: records are built from plaintext topics, ids,
+timestamps and statuses; sealed personal fields only enter through the SHA-256
+digest of the stored state, so erasure (crypto-shredding) never breaks the
+chain.  Exports and checkpoints *re-verify* what they sign or hand out: each
+chain row's hash and link, and each stored event against its digest; a
+difference raises :class:`AuditMismatch` naming the seq.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from uuid import UUID, uuid4
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.persistence import IntegrityError as ESIntegrityError
+from eventsourcing.persistence import OperationalError as ESOperationalError
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    CursorResult,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from tsuchi.errors import ConcurrencyConflict, InvalidInput, TransientError, TsuchiError
+from tsuchi.infrastructure.store import EventStore
+from tsuchi.projections.audit_format import (
+    CHECKPOINTS_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    RECORDS_FILE,
+    ZERO_HASH,
+    canonical_json,
+    checkpoint_message,
+    entry_hash,
+    event_facts,
+    key_id,
+    make_record,
+    parse_topic,
+    redacted_stub,
+    selection_message,
+    sha256_hex,
+    utc_iso,
+)
+
+log = logging.getLogger("tsuchi.audit")
+
+audit_metadata = MetaData()
+_SCHEMA_LOCK = threading.Lock()
+
+position = Table(
+    "tsuchi_audit_position",
+    audit_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("origin", String(64), nullable=False),
+    Column("notification_id", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+)
+
+chain = Table(
+    "tsuchi_audit_chain",
+    audit_metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("notification_id", BigInteger, nullable=False, unique=True),
+    Column("recorded_at", String(32), nullable=False, index=True),
+    Column("tenant", Text, nullable=False),
+    Column("aggregate_type", Text, nullable=False),
+    Column("aggregate_id", String(36), nullable=False),
+    Column("aggregate_version", BigInteger, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("correlation_id", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("event_digest", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Index("tsuchi_audit_chain_tenant", "tenant", "seq"),
+)
+
+aggregates = Table(
+    "tsuchi_audit_aggregates",
+    audit_metadata,
+    Column("aggregate_id", String(36), primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("correlation_id", Text, nullable=False),
+)
+
+checkpoints = Table(
+    "tsuchi_audit_checkpoints",
+    audit_metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("head", String(64), nullable=False),
+    Column("issued_at", String(32), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", Text, nullable=False),
+)
+
+
+class AuditError(TsuchiError):
+    """The audit trail cannot do what was asked (nothing to export, a stored
+    event it cannot read, a checkpoint it cannot issue)."""
+
+
+class AuditMismatch(AuditError):
+    """The database no longer matches the audit chain at ``seq``: a stored
+    event was changed, deleted or inserted after it was chained, or the chain
+    or a checkpoint itself was altered.  ``reason`` says which."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"audit mismatch at seq {seq}: {reason}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement: the chain's ``head`` at ``seq`` at ``issued_at``."""
+
+    seq: int
+    head: str
+    issued_at: str
+    key_id: str
+    signature: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "head": self.head,
+            "issued_at": self.issued_at,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: records written so far out of the export's total."""
+
+
+def _uuid_str(value: Any) -> str:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview) and len(bytes(value)) == 16:
+        return str(UUID(bytes=bytes(value)))
+    return str(UUID(str(value)))
+
+
+def _aware(moment: datetime, name: str) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInput(name, "needs a time zone (an aware datetime)")
+    return utc_iso(moment)
+
+
+def _record_of_row(row: Any) -> dict[str, Any]:
+    return {
+        "seq": int(row.seq),
+        "notification_id": int(row.notification_id),
+        "recorded_at": row.recorded_at,
+        "tenant": row.tenant,
+        "aggregate_type": row.aggregate_type,
+        "aggregate_id": row.aggregate_id,
+        "aggregate_version": int(row.aggregate_version),
+        "event_type": row.event_type,
+        "actor": row.actor,
+        "correlation_id": row.correlation_id,
+        "summary": json.loads(row.summary),
+        "event_digest": row.event_digest,
+        "prev_hash": row.prev_hash,
+        "entry_hash": row.entry_hash,
+    }
+
+
+def _checkpoint_of_row(row: Any) -> Checkpoint:
+    return Checkpoint(int(row.seq), row.head, row.issued_at, row.key_id, row.signature)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    first_seq: int
+    last_seq: int
+    end_checkpoint: Checkpoint | None  # None: issue one at last_seq after streaming
+
+
+class _Writer:
+    """Export files written under temporary names, renamed when complete."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.names = (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)
+        self.tmp = {n: out_dir / f".{n}.partial" for n in self.names}
+        self.records: BinaryIO = self.tmp[RECORDS_FILE].open("wb")
+        self.checkpoints: BinaryIO = self.tmp[CHECKPOINTS_FILE].open("wb")
+        self.digest = hashlib.sha256()
+
+    def record(self, obj: dict[str, Any]) -> None:
+        line = canonical_json(obj) + b"\n"
+        self.digest.update(line)
+        self.records.write(line)
+
+    def checkpoint(self, cp: Checkpoint) -> None:
+        self.checkpoints.write(canonical_json(cp.as_dict()) + b"\n")
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        self.tmp[MANIFEST_FILE].write_bytes(
+            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+        )
+        for f in (self.records, self.checkpoints):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        for n in self.names:
+            self.tmp[n].replace(self.out_dir / n)
+
+    def abandon(self) -> None:
+        for f in (self.records, self.checkpoints):
+            f.close()
+        for p in self.tmp.values():
+            p.unlink(missing_ok=True)
+
+
+class AuditTrail:
+    """The global hash chain over one database's event log.
+
+    ``catch_up`` extends the chain (call it after commands, or from a
+    scheduled job); ``checkpoint`` signs the head; ``export`` writes a
+    verifiable export.  Several processes may share the database: chain
+    extension and checkpoint issue serialise on the position row.
+    """
+
+    def __init__(self, store: EventStore, signing_key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self._signing_key = signing_key
+        self._public = signing_key.public_key()
+        self.public_key: bytes = self._public.public_bytes_raw()
+        """The raw 32-byte Ed25519 public key auditors verify against."""
+        self.key_id: str = key_id(self.public_key)
+        self._origin: str | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+    @property
+    def origin(self) -> str:
+        """The stable identifier of this database's chain (made once, random)."""
+        if self._origin is None:
+            self._origin = self._ensure()
+        return self._origin
+
+    def _ensure(self) -> str:
+        engine = self.store.engine
+        with _SCHEMA_LOCK:
+            for attempt in range(3):
+                try:
+                    audit_metadata.create_all(engine, checkfirst=True)
+                    break
+                except sa_exc.DBAPIError:
+                    # Another process created a table between the check and the create.
+                    if attempt == 2:
+                        raise
+        for attempt in range(3):
+            try:
+                with engine.begin() as conn:
+                    origin = conn.execute(
+                        select(position.c.origin).where(position.c.id == 1)
+                    ).scalar()
+                    if origin is None:
+                        origin = f"urn:uuid:{uuid4()}"
+                        conn.execute(
+                            insert(position).values(
+                                id=1, origin=origin, notification_id=0, seq=0, head=ZERO_HASH
+                            )
+                        )
+                return str(origin)
+            except (sa_exc.IntegrityError, sa_exc.OperationalError):
+                # Another process created the row first (or held the lock doing so).
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def public_key_text(self) -> str:
+        """The public key as one base64 line (the form ``--public-key`` files take)."""
+        return base64.b64encode(self.public_key).decode() + "\n"
+
+    @property
+    def _events(self) -> Table:
+        record_cls: Any = getattr(self.store.recorder, "events_record_cls")  # noqa: B009
+        return cast(Table, record_cls.__table__)
+
+    # -- chain extension ---------------------------------------------------------------
+    def catch_up(self, batch: int = 1000) -> int:
+        """Chain every event not chained yet, in notification order; returns how
+        many.  Each batch commits with its position: exactly once."""
+        if batch < 1:
+            raise InvalidInput("batch", "must be at least 1")
+        _ = self.origin
+        total = 0
+        while True:
+            try:
+                n = self._catch_up_batch(batch)
+            except (sa_exc.IntegrityError, ESIntegrityError):
+                raise ConcurrencyConflict(
+                    "the audit chain was extended concurrently; retry"
+                ) from None
+            except (sa_exc.OperationalError, ESOperationalError) as e:
+                raise TransientError(f"audit catch-up failed: {type(e).__name__}") from None
+            total += n
+            if n < batch:
+                return total
+
+    def _catch_up_batch(self, batch: int) -> int:
+        with self.store.session(commit=True) as s:
+            pos = s.execute(
+                select(position.c.notification_id, position.c.seq, position.c.head)
+                .where(position.c.id == 1)
+                .with_for_update()
+            ).one()
+            notes = self.store.recorder.select_notifications(
+                start=int(pos.notification_id), limit=batch, inclusive_of_start=False
+            )
+            if not notes:
+                return 0
+            facts = []
+            for n in notes:
+                try:
+                    f = event_facts(n.topic, n.state)
+                except ValueError:
+                    raise AuditError(
+                        f"stored event {n.id} has no JSON state; cannot chain it"
+                    ) from None
+                if f.recorded_at is None:
+                    raise AuditError(f"stored event {n.id} has no timestamp; cannot chain it")
+                facts.append(f)
+            wanted = {_uuid_str(n.originator_id) for n in notes}
+            wanted.update(r for f in facts for r in f.references)
+            known: dict[str, tuple[str, str]] = {
+                row.aggregate_id: (row.tenant, row.correlation_id)
+                for row in s.execute(
+                    select(aggregates).where(aggregates.c.aggregate_id.in_(sorted(wanted)))
+                )
+            }
+            new_aggregates: list[dict[str, Any]] = []
+            rows: list[dict[str, Any]] = []
+            seq, head = int(pos.seq), str(pos.head)
+            for n, f in zip(notes, facts, strict=True):
+                agg_id = _uuid_str(n.originator_id)
+                entry = known.get(agg_id)
+                tenant = f.tenant
+                if tenant is None:
+                    if entry is not None:
+                        tenant = entry[0]
+                    else:
+                        tenant = next((known[r][0] for r in f.references if r in known), "")
+                corr = f.correlation_id
+                if corr is None:
+                    corr = entry[1] if entry is not None else ""
+                if entry is None:
+                    known[agg_id] = (tenant, corr)
+                    new_aggregates.append(
+                        {"aggregate_id": agg_id, "tenant": tenant, "correlation_id": corr}
+                    )
+                seq += 1
+                assert f.recorded_at is not None
+                record = make_record(
+                    seq=seq,
+                    notification_id=int(n.id),
+                    recorded_at=f.recorded_at,
+                    tenant=tenant,
+                    aggregate_type=f.aggregate_type,
+                    aggregate_id=agg_id,
+                    aggregate_version=int(n.originator_version),
+                    event_type=f.event_type,
+                    actor=f.actor,
+                    correlation_id=corr,
+                    summary=f.summary,
+                    event_digest=f.event_digest,
+                    prev_hash=head,
+                )
+                head = record["entry_hash"]
+                rows.append({**record, "summary": canonical_json(record["summary"]).decode()})
+            if new_aggregates:
+                s.execute(insert(aggregates), new_aggregates)
+            s.execute(insert(chain), rows)
+            result = s.execute(
+                update(position)
+                .where(
+                    position.c.id == 1,
+                    position.c.notification_id == pos.notification_id,
+                    position.c.seq == pos.seq,
+                )
+                .values(notification_id=int(notes[-1].id), seq=seq, head=head)
+            )
+            if cast("CursorResult[Any]", result).rowcount != 1:
+                raise ConcurrencyConflict("the audit chain was extended concurrently; retry")
+            return len(notes)
+
+    # -- reading and re-verifying --------------------------------------------------------
+    def _anchor(self, s: Session, first_seq: int) -> tuple[str, int]:
+        """entry_hash and notification id just before ``first_seq``."""
+        if first_seq == 1:
+            return ZERO_HASH, 0
+        row = s.execute(
+            select(chain.c.entry_hash, chain.c.notification_id).where(chain.c.seq == first_seq - 1)
+        ).first()
+        if row is None:
+            raise AuditMismatch(first_seq - 1, "the audit chain has no record at this seq")
+        return str(row.entry_hash), int(row.notification_id)
+
+    def _verified_records(
+        self, first_seq: int, last_seq: int, batch: int
+    ) -> Iterator[dict[str, Any]]:
+        """Chain records ``first_seq..last_seq``, each re-checked against its
+        own hash, its link, and the stored event behind it.  Batched keyset
+        reads in short transactions: memory stays constant."""
+        events = self._events
+        with self.store.session(commit=False) as s:
+            prev, prev_nid = self._anchor(s, first_seq)
+        cur = first_seq
+        while cur <= last_seq:
+            with self.store.session(commit=False) as s:
+                rows = s.execute(
+                    select(
+                        chain,
+                        events.c.originator_id.label("ev_originator_id"),
+                        events.c.originator_version.label("ev_originator_version"),
+                        events.c.topic.label("ev_topic"),
+                        events.c.state.label("ev_state"),
+                    )
+                    .select_from(chain.outerjoin(events, events.c.id == chain.c.notification_id))
+                    .where(chain.c.seq >= cur, chain.c.seq <= last_seq)
+                    .order_by(chain.c.seq)
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    raise AuditMismatch(cur, "the audit chain has no record at this seq")
+                stray = s.execute(
+                    select(func.min(events.c.id))
+                    .select_from(events.outerjoin(chain, chain.c.notification_id == events.c.id))
+                    .where(
+                        events.c.id > prev_nid,
+                        events.c.id <= rows[-1].notification_id,
+                        chain.c.seq.is_(None),
+                    )
+                ).scalar()
+            for row in rows:
+                seq = int(row.seq)
+                if seq != cur:
+                    raise AuditMismatch(cur, "the audit chain has no record at this seq")
+                nid = int(row.notification_id)
+                if stray is not None and nid > int(stray):
+                    raise AuditMismatch(
+                        seq, "a stored event that is not in the chain was inserted before it"
+                    )
+                if nid <= prev_nid:
+                    raise AuditMismatch(seq, "the chain's notification order was altered")
+                record = _record_of_row(row)
+                if entry_hash(record) != record["entry_hash"]:
+                    raise AuditMismatch(seq, "the audit chain row was altered")
+                if record["prev_hash"] != prev:
+                    raise AuditMismatch(seq, "the audit chain's link to the previous seq is broken")
+                if row.ev_state is None:
+                    raise AuditMismatch(seq, "the stored event behind this record was deleted")
+                if sha256_hex(bytes(row.ev_state)) != record["event_digest"]:
+                    raise AuditMismatch(seq, "the stored event's state was changed")
+                if (
+                    _uuid_str(row.ev_originator_id) != record["aggregate_id"]
+                    or int(row.ev_originator_version) != record["aggregate_version"]
+                    or parse_topic(row.ev_topic) != (record["aggregate_type"], record["event_type"])
+                ):
+                    raise AuditMismatch(seq, "the stored event's identity or topic was changed")
+                yield record
+                prev, prev_nid, cur = record["entry_hash"], nid, cur + 1
+
+    def _stored_checkpoints(self, first: int, last: int) -> Iterator[Checkpoint]:
+        """This key's checkpoints with ``first <= seq <= last``, ascending, paged."""
+        cur = first
+        while True:
+            with self.store.session(commit=False) as s:
+                rows = s.execute(
+                    select(checkpoints)
+                    .where(
+                        checkpoints.c.seq >= cur,
+                        checkpoints.c.seq <= last,
+                        checkpoints.c.key_id == self.key_id,
+                    )
+                    .order_by(checkpoints.c.seq)
+                    .limit(500)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _checkpoint_of_row(row)
+            cur = int(rows[-1].seq) + 1
+
+    def _check_signature(self, cp: Checkpoint) -> None:
+        try:
+            self._public.verify(
+                base64.b64decode(cp.signature),
+                checkpoint_message(self.origin, cp.seq, cp.head, cp.issued_at),
+            )
+        except (InvalidSignature, ValueError):
+            raise AuditMismatch(cp.seq, "the stored checkpoint's signature is invalid") from None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def latest_checkpoint(self) -> Checkpoint | None:
+        _ = self.origin
+        with self.store.session(commit=False) as s:
+            row = s.execute(select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)).first()
+        return None if row is None else _checkpoint_of_row(row)
+
+    def checkpoint(self, now: datetime, batch: int = 1000) -> Checkpoint | None:
+        """Catch up, re-verify the chain since the latest checkpoint, and sign
+        the head.  Returns the latest checkpoint if the head is already
+        signed, or None while the chain is empty."""
+        issued_at = _aware(now, "now")
+        self.catch_up(batch)
+        with self.store.session(commit=False) as s:
+            pos = s.execute(select(position.c.seq, position.c.head).where(position.c.id == 1)).one()
+        head_seq = int(pos.seq)
+        latest = self.latest_checkpoint()
+        if head_seq == 0:
+            return None
+        if latest is not None and latest.seq >= head_seq:
+            return latest
+        start = 1 if latest is None else latest.seq + 1
+        if latest is not None:
+            with self.store.session(commit=False) as s:
+                anchor, _nid = self._anchor(s, start)
+            if anchor != latest.head:
+                raise AuditMismatch(latest.seq, "the chain no longer matches this checkpoint")
+        head = ZERO_HASH
+        for record in self._verified_records(start, head_seq, batch):
+            head = record["entry_hash"]
+        return self._issue(head_seq, head, issued_at)
+
+    def _issue(self, seq: int, head: str, issued_at: str) -> Checkpoint:
+        signature = base64.b64encode(
+            self._signing_key.sign(checkpoint_message(self.origin, seq, head, issued_at))
+        ).decode()
+        cp = Checkpoint(seq, head, issued_at, self.key_id, signature)
+        try:
+            with self.store.session(commit=True) as s:
+                s.execute(select(position.c.id).where(position.c.id == 1).with_for_update()).one()
+                latest = s.execute(
+                    select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)
+                ).first()
+                if latest is not None:
+                    if int(latest.seq) == seq and latest.key_id == self.key_id:
+                        return _checkpoint_of_row(latest)  # issued concurrently
+                    if int(latest.seq) >= seq:
+                        raise ConcurrencyConflict(
+                            "a later checkpoint was issued concurrently; retry"
+                        )
+                    if issued_at < latest.issued_at:
+                        raise InvalidInput("now", "is before the latest checkpoint's issued_at")
+                s.execute(insert(checkpoints).values(**cp.as_dict()))
+        except (sa_exc.IntegrityError, ESIntegrityError):
+            raise ConcurrencyConflict("a checkpoint was issued concurrently; retry") from None
+        log.info("audit checkpoint at seq %d (key %s)", seq, self.key_id)
+        return cp
+
+    # -- export --------------------------------------------------------------------------
+    def _plan(self, tenant: str | None, since: str | None, until: str | None) -> _Plan:
+        with self.store.session(commit=False) as s:
+            head_seq = int(s.execute(select(position.c.seq).where(position.c.id == 1)).scalar_one())
+            if head_seq == 0:
+                raise AuditError("the audit chain is empty; nothing to export")
+            last: int | None = head_seq
+            if until is not None:
+                last = s.execute(
+                    select(func.max(chain.c.seq)).where(chain.c.recorded_at < until)
+                ).scalar()
+                if last is None:
+                    raise InvalidInput("until", "no audit records were recorded before it")
+            target = 1
+            if since is not None:
+                found = s.execute(
+                    select(func.min(chain.c.seq)).where(
+                        chain.c.recorded_at >= since, chain.c.seq <= last
+                    )
+                ).scalar()
+                if found is None:
+                    raise InvalidInput("since", "no audit records in the window")
+                target = int(found)
+            end = s.execute(
+                select(checkpoints)
+                .where(checkpoints.c.seq >= last)
+                .order_by(checkpoints.c.seq)
+                .limit(1)
+            ).first()
+            end_cp: Checkpoint | None = None
+            if end is not None:
+                if end.key_id != self.key_id:
+                    raise AuditError(
+                        f"the checkpoint closing this range (seq {end.seq}) is signed by "
+                        f"another key ({end.key_id}); export a range ending later"
+                    )
+                end_cp = _checkpoint_of_row(end)
+                last = end_cp.seq
+            anchor = s.execute(
+                select(func.max(checkpoints.c.seq)).where(
+                    checkpoints.c.seq < target, checkpoints.c.key_id == self.key_id
+                )
+            ).scalar()
+            first = 1 if anchor is None else int(anchor) + 1
+            if tenant is not None:
+                has = s.execute(
+                    select(chain.c.seq)
+                    .where(chain.c.tenant == tenant, chain.c.seq >= first, chain.c.seq <= last)
+                    .limit(1)
+                ).first()
+                if has is None:
+                    raise InvalidInput("tenant", "no audit records of this tenant in the range")
+        assert last is not None
+        return _Plan(first, int(last), end_cp)
+
+    def export(
+        self,
+        out_dir: str | Path,
+        now: datetime,
+        tenant: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        progress: Progress | None = None,
+        batch: int = 1000,
+    ) -> dict[str, Any]:
+        """Write an export of the chain to ``out_dir``; returns its manifest.
+
+        The export covers at least every record with ``since <= recorded_at <
+        until`` (both optional, aware datetimes).  It starts at seq 1 or just
+        after a checkpoint (included as its anchor) and ends at a checkpoint,
+        so it may hold a few records outside the window.  With ``tenant``,
+        other tenants' records appear as hash-only stubs (see
+        :mod:`tsuchi.projections.audit_format`).  Every record is re-verified
+        against the stored event behind it; a difference raises
+        :class:`AuditMismatch` and leaves no export behind.
+        """
+        issued_at = _aware(now, "now")
+        since_s = None if since is None else _aware(since, "since")
+        until_s = None if until is None else _aware(until, "until")
+        if since_s is not None and until_s is not None and since_s >= until_s:
+            raise InvalidInput("since", "must be before until")
+        if tenant is not None and not tenant:
+            raise InvalidInput("tenant", "must not be empty")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if any((out / n).exists() for n in (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)):
+            raise InvalidInput("out_dir", "already holds an export; choose an empty directory")
+        self.catch_up(batch)
+        plan = self._plan(tenant, since_s, until_s)
+        total = plan.last_seq - plan.first_seq + 1
+        writer = _Writer(out)
+        try:
+            if progress is not None:
+                progress(0, total)
+            cps = self._stored_checkpoints(max(plan.first_seq - 1, 1), plan.last_seq)
+            cp = next(cps, None)
+            with self.store.session(commit=False) as s:
+                anchor, _nid = self._anchor(s, plan.first_seq)
+            if plan.first_seq > 1:
+                if cp is None or cp.seq != plan.first_seq - 1 or cp.head != anchor:
+                    raise AuditMismatch(
+                        plan.first_seq - 1, "the anchor checkpoint does not match the chain"
+                    )
+                self._check_signature(cp)
+                writer.checkpoint(cp)
+                cp = next(cps, None)
+            done = 0
+            redacted = 0
+            head = anchor
+            for record in self._verified_records(plan.first_seq, plan.last_seq, batch):
+                seq = record["seq"]
+                if tenant is None or record["tenant"] == tenant:
+                    writer.record(record)
+                else:
+                    writer.record(redacted_stub(record))
+                    redacted += 1
+                head = record["entry_hash"]
+                while cp is not None and cp.seq <= seq:
+                    if cp.seq != seq or cp.head != head:
+                        raise AuditMismatch(
+                            cp.seq, "the stored checkpoint does not match the chain"
+                        )
+                    self._check_signature(cp)
+                    if cp.seq < plan.last_seq or plan.end_checkpoint is not None:
+                        writer.checkpoint(cp)
+                    cp = next(cps, None)
+                done += 1
+                if progress is not None and (done % batch == 0 or done == total):
+                    progress(done, total)
+            if plan.end_checkpoint is None:
+                writer.checkpoint(self._issue(plan.last_seq, head, issued_at))
+            records_sha256 = writer.digest.hexdigest()
+            manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "origin": self.origin,
+                "first_seq": plan.first_seq,
+                "last_seq": plan.last_seq,
+                "record_count": total,
+                "anchor_prev_hash": anchor,
+                "records_sha256": records_sha256,
+                "public_key": base64.b64encode(self.public_key).decode(),
+                "key_id": self.key_id,
+            }
+            if tenant is not None:
+                manifest["tenant"] = tenant
+                manifest["redacted_count"] = redacted
+                manifest["selection_signature"] = base64.b64encode(
+                    self._signing_key.sign(
+                        selection_message(
+                            self.origin, tenant, plan.first_seq, plan.last_seq, records_sha256
+                        )
+                    )
+                ).decode()
+            writer.finish(manifest)
+        except BaseException:
+            writer.abandon()
+            raise
+        log.info(
+            "audit export of seq %d..%d written (%d records)", plan.first_seq, plan.last_seq, total
+        )
+        return manifest

@@ -1,0 +1,161 @@
+"""The worker: runs the sweeps and periodic jobs until told to stop.
+
+APScheduler 3 drives a few jobs per worker, kept in a persistent SQLAlchemy
+job store in the engine's database: the sweep (dispatch, status reports, due
+durable timers) every second, the audit checkpoint every few minutes, and a
+daily delivery summary.  Reminders are not scheduler jobs: they are rows in
+``tsuchi_timers`` fired by the sweep, which scales to millions.  Sweeps
+coalesce and never misfire-drop (``misfire_grace_time=None``); the work itself
+is claimed from the database, so several workers can share one PostgreSQL.
+
+On SIGTERM or SIGINT the worker stops scheduling, lets the job in flight
+finish, and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from tsuchi.engine import Engine
+
+log = logging.getLogger("tsuchi.worker")
+
+_ACTIVE: dict[str, Worker] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def run_job(worker_id: str, job: str) -> None:
+    """Entry point of every persisted job (APScheduler stores only a reference)."""
+    with _ACTIVE_LOCK:
+        worker = _ACTIVE.get(worker_id)
+    if worker is None:
+        log.warning("job %s for a worker not running here (%s) skipped", job, worker_id)
+        return
+    worker.run_named(job)
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        sweep_every: timedelta = timedelta(seconds=1),
+        checkpoint_every: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self.engine = engine
+        self.worker_id = engine.settings.worker_id
+        self.sweep_every = sweep_every
+        self.checkpoint_every = checkpoint_every
+        self._stop = threading.Event()
+        self._busy = threading.Lock()
+        self.sweeps = 0
+
+    # -- jobs ------------------------------------------------------------------------
+    def run_named(self, job: str) -> None:
+        if self._stop.is_set():
+            return
+        with self._busy:
+            try:
+                if job == "sweep":
+                    self.sweep()
+                elif job == "checkpoint":
+                    self.checkpoint()
+                elif job == "daily_report":
+                    self.daily_report()
+            except Exception as e:  # a failed pass is retried by the next one
+                log.error("%s failed: %s", job, type(e).__name__)
+
+    def sweep(self) -> None:
+        stats = self.engine.sweep()
+        self.sweeps += 1
+        if stats.submitted or stats.reports or stats.timers_fired:
+            log.info(
+                "sweep: submitted %d, reports %d, timers %d (late %d)",
+                stats.submitted,
+                stats.reports,
+                stats.timers_fired,
+                stats.late,
+            )
+
+    def checkpoint(self) -> None:
+        hook = getattr(self.engine, "audit_checkpoint", None)
+        if hook is not None:
+            hook()
+
+    def daily_report(self) -> None:
+        rows = self.engine.delivery_summary()
+        total = sum(int(r["count"]) for r in rows)
+        blocked = sum(int(r["count"]) for r in rows if r["status"] == "blocked")
+        log.info("daily summary: %d messages, %d blocked", total, blocked)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: finishing in-flight work", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, max_seconds: float | None = None) -> None:
+        """Block until :meth:`stop` (or a signal, or ``max_seconds``)."""
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.worker_id] = self
+        store = SQLAlchemyJobStore(
+            engine=self.engine.store.engine, tablename="tsuchi_scheduler_jobs"
+        )
+        scheduler = BackgroundScheduler(
+            jobstores={"default": store},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        ref = "tsuchi.worker:run_job"
+        scheduler.add_job(
+            ref,
+            "interval",
+            seconds=self.sweep_every.total_seconds(),
+            id=f"sweep:{self.worker_id}",
+            args=[self.worker_id, "sweep"],
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            ref,
+            "interval",
+            seconds=self.checkpoint_every.total_seconds(),
+            id=f"checkpoint:{self.worker_id}",
+            args=[self.worker_id, "checkpoint"],
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            ref,
+            "cron",
+            hour=0,
+            minute=5,
+            id=f"daily:{self.worker_id}",
+            args=[self.worker_id, "daily_report"],
+            replace_existing=True,
+        )
+        log.info("worker %s started", self.worker_id)
+        scheduler.start()
+        try:
+            self.run_named("sweep")  # catch up at once: timers that fell due while down
+            self._stop.wait(max_seconds)
+        finally:
+            self._stop.set()
+            scheduler.shutdown(wait=True)
+            with self._busy:  # the sweep in flight, if any, has finished
+                pass
+            with _ACTIVE_LOCK:
+                _ACTIVE.pop(self.worker_id, None)
+            log.info("worker %s stopped after %d sweeps", self.worker_id, self.sweeps)
