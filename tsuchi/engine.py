@@ -129,6 +129,18 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class _AccountSpec:
+    tenant: str
+    customer_ref: str = field(repr=False)
+    e164: str = field(repr=False)
+    name: str = field(repr=False)
+    carrier: Carrier = Carrier.UNKNOWN
+    capability: Capability = Capability.UNKNOWN
+    time_zone: str = "Asia/Tokyo"
+    language: str = "ja"
+
+
 # -- views returned to the host ----------------------------------------------------
 
 
@@ -459,6 +471,50 @@ class Engine:
         language: str = "ja",
     ) -> UUID:
         """Register a customer; idempotent on (tenant, customer_ref)."""
+        spec = self._account_spec(
+            tenant, customer_ref, mobile, name, carrier, capability, time_zone, language
+        )
+        return self._unit(lambda s: self._register_accounts(s, [spec])[0])
+
+    def register_accounts(
+        self, customers: Iterable[dict[str, str]], chunk: int = 500
+    ) -> list[UUID]:
+        """Bulk registration (one unit of work per ``chunk``); each dict has the
+        keyword arguments of :meth:`register_account`.  Every entry is validated
+        before its chunk is written."""
+        ids: list[UUID] = []
+        batch: list[_AccountSpec] = []
+        for i, c in enumerate(customers):
+            try:
+                batch.append(self._account_spec(**c))
+            except InvalidInput as e:
+                raise type(e)(f"customers[{i}].{e.field}", e.rule) from None
+            except TypeError:
+                raise InvalidInput(f"customers[{i}]", "unknown or missing fields") from None
+            if len(batch) >= chunk:
+                ids += self._register_batch(batch)
+                batch = []
+        if batch:
+            ids += self._register_batch(batch)
+        return ids
+
+    def _register_batch(self, batch: list[_AccountSpec]) -> list[UUID]:
+        def run(s: Session) -> list[UUID]:
+            return self._register_accounts(s, batch)
+
+        return self._unit(run)
+
+    def _account_spec(
+        self,
+        tenant: str,
+        customer_ref: str,
+        mobile: str,
+        name: str,
+        carrier: str = "unknown",
+        capability: str = "unknown",
+        time_zone: str = "Asia/Tokyo",
+        language: str = "ja",
+    ) -> _AccountSpec:
         if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
             raise InvalidInput("tenant", "1 to 64 letters, digits, '_', '.', '-'")
         _text(customer_ref, "customer_ref", 64)
@@ -475,55 +531,65 @@ class Engine:
             raise InvalidInput("time_zone", "must be an IANA time zone name") from None
         if not isinstance(language, str) or not LANG_RE.match(language):
             raise InvalidInput("language", "must be a language code such as ja or en")
-        ref_digest = self._digest("customer_ref", customer_ref)
-        mobile_digest = self._digest("mobile", e164)
+        return _AccountSpec(tenant, customer_ref, e164, name, c, cap, time_zone, language)
 
-        def run(s: Session) -> UUID:
-            existing = s.execute(
-                select(lookup.c.account_id).where(
-                    lookup.c.kind == "customer_ref",
-                    lookup.c.tenant == tenant,
-                    lookup.c.digest == ref_digest,
-                )
-            ).first()
+    def _register_accounts(self, s: Session, specs: Sequence[_AccountSpec]) -> list[UUID]:
+        now = self.now()
+        ids: list[UUID] = []
+        accounts: list[Account] = []
+        rows: list[dict[str, str]] = []
+        seen: dict[tuple[str, str], UUID] = {}
+        for x in specs:
+            ref_digest = self._digest("customer_ref", x.customer_ref)
+            existing = seen.get((x.tenant, ref_digest))
+            if existing is None:
+                row = s.execute(
+                    select(lookup.c.account_id).where(
+                        lookup.c.kind == "customer_ref",
+                        lookup.c.tenant == x.tenant,
+                        lookup.c.digest == ref_digest,
+                    )
+                ).first()
+                existing = UUID(hex=row[0]) if row is not None else None
             if existing is not None:
-                return UUID(hex=existing[0])
+                ids.append(existing)
+                continue
             account_id = uuid4()
-            now = self.now()
             self.store.keys.create(account_id, now)
-            account = Account(
-                id=account_id,
-                tenant=tenant,
-                customer_ref=Personal(account_id, customer_ref),
-                mobile=Personal(account_id, e164),
-                name=Personal(account_id, name),
-                carrier=c,
-                capability=cap,
-                time_zone=time_zone,
-                language=language,
-                at=now,
+            accounts.append(
+                Account(
+                    id=account_id,
+                    tenant=x.tenant,
+                    customer_ref=Personal(account_id, x.customer_ref),
+                    mobile=Personal(account_id, x.e164),
+                    name=Personal(account_id, x.name),
+                    carrier=x.carrier,
+                    capability=x.capability,
+                    time_zone=x.time_zone,
+                    language=x.language,
+                    at=now,
+                )
             )
-            self.store.save(account)
-            s.execute(
-                insert(lookup),
-                [
-                    {
-                        "kind": "customer_ref",
-                        "tenant": tenant,
-                        "digest": ref_digest,
-                        "account_id": account_id.hex,
-                    },
-                    {
-                        "kind": "mobile",
-                        "tenant": tenant,
-                        "digest": mobile_digest,
-                        "account_id": account_id.hex,
-                    },
-                ],
-            )
-            return account_id
-
-        return self._unit(run)
+            seen[(x.tenant, ref_digest)] = account_id
+            rows += [
+                {
+                    "kind": "customer_ref",
+                    "tenant": x.tenant,
+                    "digest": ref_digest,
+                    "account_id": account_id.hex,
+                },
+                {
+                    "kind": "mobile",
+                    "tenant": x.tenant,
+                    "digest": self._digest("mobile", x.e164),
+                    "account_id": account_id.hex,
+                },
+            ]
+            ids.append(account_id)
+        if accounts:
+            self.store.save(*accounts)
+            s.execute(insert(lookup), rows)
+        return ids
 
     def find_accounts(
         self,
@@ -1000,7 +1066,23 @@ class Engine:
                 sub = self._build_submission(UUID(hex=mid_hex), attempt)
                 if sub is not None:
                     subs.append(sub)
-        results = self.gateway.submit(subs) if subs else []
+        try:
+            results = self.gateway.submit(subs) if subs else []
+        except Exception:
+            # Nothing was recorded as submitted: hand the rows back for a later
+            # pass (after a pause, so an unavailable gateway is not hammered).
+            retry_at = self.now() + timedelta(seconds=30)
+
+            def release(s: Session) -> None:
+                for mid_hex, attempt in ready:
+                    s.execute(
+                        update(outbox)
+                        .where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
+                        .values(claimed_by=None, claimed_at=None, due_at=retry_at)
+                    )
+
+            self._unit(release)
+            raise
         by_ref = {r.reference: r for r in results}
 
         def record(s: Session) -> None:

@@ -25,6 +25,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tsuchi.engine import Engine
+from tsuchi.infrastructure.store import create_tables
 
 log = logging.getLogger("tsuchi.worker")
 
@@ -37,7 +38,7 @@ def run_job(worker_id: str, job: str) -> None:
     with _ACTIVE_LOCK:
         worker = _ACTIVE.get(worker_id)
     if worker is None:
-        log.warning("job %s for a worker not running here (%s) skipped", job, worker_id)
+        log.debug("job %s belongs to worker %s, not running in this process", job, worker_id)
         return
     worker.run_named(job)
 
@@ -115,6 +116,7 @@ class Worker:
         store = SQLAlchemyJobStore(
             engine=self.engine.store.engine, tablename="tsuchi_scheduler_jobs"
         )
+        create_tables(self.engine.store.engine, [store.jobs_t])
         scheduler = BackgroundScheduler(
             jobstores={"default": store},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

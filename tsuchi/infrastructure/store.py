@@ -20,7 +20,7 @@ from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Map
 from eventsourcing.utils import Environment, EnvType
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, MetaData, Table, event, insert, select, text, update
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from tsuchi.errors import KeyMaterialError, SchemaTooNew
@@ -37,6 +37,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.execute("PRAGMA secure_delete=ON")  # erased key bytes are overwritten
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+DDL_LOCK_KEY = 0x7473_7563_6869  # "tsuchi": serialises schema creation across processes
+
+
+def create_tables(engine: Engine, metadata_or_tables: MetaData | list[Table]) -> None:
+    """Create missing tables; on PostgreSQL under an advisory lock, so several
+    engine or worker processes starting at once on a fresh database do not
+    race each other's ``CREATE TABLE``."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK_KEY})
+        if isinstance(metadata_or_tables, MetaData):
+            metadata_or_tables.create_all(conn, checkfirst=True)
+        else:
+            for table in metadata_or_tables:
+                table.create(conn, checkfirst=True)
 
 
 class EventStore(Application[UUID]):
@@ -74,11 +91,14 @@ class EventStore(Application[UUID]):
             factory.datastore = SQLAlchemyDatastore(
                 session_maker=sessionmaker(bind=self._host_engine)
             )
-        engine = factory.datastore.engine
-        assert engine is not None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        metadata.create_all(engine)
+        bind = factory.datastore.engine
+        if isinstance(bind, Engine):
+            if bind.dialect.name == "sqlite":
+                event.listen(bind, "connect", _sqlite_pragmas)
+            create_tables(bind, metadata)
+        else:  # a host session bound to one connection: the host owns its transaction
+            assert bind is not None
+            metadata.create_all(bind, checkfirst=True)
         return factory
 
     def construct_mapper(self) -> Mapper[UUID]:
