@@ -61,9 +61,18 @@ def _fail(e: TsuchiError) -> typer.Exit:
 
 
 def _settings(db: str, keys: Path | None, **extra: Any) -> Any:
+    from pydantic import ValidationError
+
     from tsuchi.settings import Settings
 
-    return Settings(database_url=db, keys_dir=keys, **extra)
+    try:
+        return Settings(database_url=db, keys_dir=keys, **extra)
+    except ValidationError as e:
+        # Name the setting and the rule; never echo the value (it may be a secret).
+        for problem in e.errors():
+            where = ".".join(str(x) for x in problem["loc"])
+            err.print(f"error: setting {where} (TSUCHI_{where.upper()}): {problem['msg']}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

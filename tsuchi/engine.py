@@ -1021,15 +1021,18 @@ class Engine:
 
     # -- dispatch and reports -------------------------------------------------------------------
     def _claim(self, limit: int) -> list[tuple[str, int]]:
+        """Claim due outbox rows.  A claim whose worker vanished after it started
+        talking to the gateway is reconciled instead of resent (see
+        :meth:`_reconcile`)."""
         now = self.now()
         worker = self.settings.worker_id
+        stale_before = now - self.settings.timer_lease
 
         def run(s: Session) -> list[tuple[str, int]]:
             q = (
-                select(outbox.c.message_id, outbox.c.attempt)
+                select(outbox.c.message_id, outbox.c.attempt, outbox.c.submitting_at)
                 .where(
-                    (outbox.c.claimed_by.is_(None))
-                    | (outbox.c.claimed_at < now - self.settings.timer_lease),
+                    (outbox.c.claimed_by.is_(None)) | (outbox.c.claimed_at < stale_before),
                     outbox.c.due_at <= now,
                 )
                 .order_by(outbox.c.priority, outbox.c.due_at)
@@ -1037,16 +1040,64 @@ class Engine:
             )
             if s.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            rows = [(r[0], int(r[1])) for r in s.execute(q).all()]
-            for mid, attempt in rows:
+            rows = s.execute(q).all()
+            fresh = [(r[0], int(r[1])) for r in rows if r[2] is None]
+            ambiguous = [(r[0], int(r[1])) for r in rows if r[2] is not None]
+            for mid, attempt in fresh:
                 s.execute(
                     update(outbox)
                     .where(outbox.c.message_id == mid, outbox.c.attempt == attempt)
                     .values(claimed_by=worker, claimed_at=now)
                 )
-            return rows
+            if ambiguous:
+                fresh += self._reconcile(s, ambiguous, now)
+            return fresh
 
         return self._unit(run)
+
+    def _reconcile(
+        self, s: Session, rows: list[tuple[str, int]], now: datetime
+    ) -> list[tuple[str, int]]:
+        """Rows whose submission was interrupted: ask the gateway what it has
+        (if it can tell); what it has, or everything when it cannot tell, is
+        recorded as submitted-unconfirmed and left to status reports and the
+        delivery TTL; nothing is sent twice.  Returns rows safe to resubmit."""
+        refs = [f"{mid}:{attempt}" for mid, attempt in rows]
+        known_fn = getattr(self.gateway, "known", None)
+        known: set[str] | None = set(known_fn(refs)) if callable(known_fn) else None
+        resubmit: list[tuple[str, int]] = []
+        for (mid_hex, attempt), ref in zip(rows, refs, strict=True):
+            if known is not None and ref not in known:
+                s.execute(
+                    update(outbox)
+                    .where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
+                    .values(claimed_by=self.settings.worker_id, claimed_at=now, submitting_at=None)
+                )
+                resubmit.append((mid_hex, attempt))
+                continue
+            s.execute(
+                delete(outbox).where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
+            )
+            m = self._message(UUID(hex=mid_hex))
+            assert m is not None
+            cur = m.current
+            if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
+                continue
+            m.mark_submitted(
+                attempt,
+                "unconfirmed" if known is None else ref,
+                now,
+                {"reconciled": "unconfirmed" if known is None else "known"},
+            )
+            self.flows.on_submitted(s, m, attempt, now)
+            self.store.save(m)
+            self._project(s, m)
+            log.warning(
+                "interrupted submission of %s reconciled (%s)",
+                mid_hex,
+                "unconfirmed" if known is None else "gateway has it",
+            )
+        return resubmit
 
     def dispatch(self, limit: int | None = None) -> int:
         """Submit due messages to the gateway, urgent first; deferred messages
@@ -1152,6 +1203,11 @@ class Engine:
                 s.execute(delete(outbox).where(outbox.c.message_id == mid_hex))
                 continue
             ready[(mid_hex, attempt)] = decision.basis
+            s.execute(
+                update(outbox)
+                .where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
+                .values(submitting_at=now)
+            )
         return ready
 
     def _build_submission(self, mid: UUID, attempt: int) -> Submission | None:

@@ -122,7 +122,21 @@ class Flows:
     def on_submitted(self, s: Session, m: Message, attempt: int, at: datetime) -> None:
         """Schedule the delivery TTL and, for urgent notices, the read window."""
         cur = m.current
-        if cur is None or cur.channel is not Channel.PLUS_MESSAGE:
+        if cur is None:
+            return
+        if cur.channel is not Channel.PLUS_MESSAGE:
+            # SMS final reports can take up to 72 h; after that the attempt expires.
+            timers.schedule(
+                s,
+                [
+                    (
+                        f"ttl:{m.id.hex}:{attempt}",
+                        "ttl",
+                        at + self.e.settings.sms_report_ttl,
+                        {"message_id": m.id.hex, "attempt": attempt},
+                    )
+                ],
+            )
             return
         ttl = self.e.settings.delivery_ttl[m.urgency.value]
         items = [

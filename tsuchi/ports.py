@@ -79,3 +79,10 @@ class Gateway(Protocol):
     def poll_reports(self, until: datetime) -> list[StatusReport]:
         """Reports that became available up to ``until`` (push gateways return [])."""
         ...
+
+
+class ReconcilingGateway(Gateway, Protocol):
+    """A gateway that can tell which references it has already accepted, so a
+    submission interrupted by a crash is neither lost nor sent twice."""
+
+    def known(self, references: Sequence[str]) -> set[str]: ...

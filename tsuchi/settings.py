@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         default_factory=_ttl,
         description="No delivery report in this time (per urgency): +Message falls back to SMS.",
     )
+    sms_report_ttl: timedelta = Field(
+        default=timedelta(hours=72),
+        description="An SMS with no final report after this long is recorded as expired.",
+    )
     urgent_read_window: timedelta = Field(
         default=timedelta(minutes=5),
         description="An urgent +Message not read within this window goes by SMS as well.",

@@ -113,6 +113,12 @@ class SimulatedCarrierNetwork:
                     StatusReport(sub.reference, "reply", t, text=choice, postback=choice)
                 )
 
+    def known(self, references: Sequence[str]) -> set[str]:
+        """References this network has accepted (for crash reconciliation)."""
+        with self._lock:
+            accepted = {s.reference for s in self.submitted}
+        return {r for r in references if r in accepted}
+
     def poll_reports(self, until: datetime) -> list[StatusReport]:
         out = []
         with self._lock:

@@ -60,6 +60,9 @@ outbox = Table(
     Column("due_at", DateTime(timezone=True), nullable=False),
     Column("claimed_by", String(64), nullable=True),
     Column("claimed_at", DateTime(timezone=True), nullable=True),
+    # Set (committed) just before the gateway call: a claim that went stale after
+    # this point may or may not have reached the gateway, and is never resent blindly.
+    Column("submitting_at", DateTime(timezone=True), nullable=True),
     Index("tsuchi_outbox_due", "claimed_by", "priority", "due_at"),
 )
 
