@@ -1129,7 +1129,9 @@ class Engine:
                     s.execute(
                         update(outbox)
                         .where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
-                        .values(claimed_by=None, claimed_at=None, due_at=retry_at)
+                        .values(
+                            claimed_by=None, claimed_at=None, submitting_at=None, due_at=retry_at
+                        )
                     )
 
             self._unit(release)

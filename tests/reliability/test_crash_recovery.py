@@ -7,7 +7,6 @@ recorded as submitted-unconfirmed and left to status reports and the TTL."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -30,8 +29,8 @@ NOTE = {"memo": "明細のお知らせ"}
 
 def _interrupt_after_prepare(engine: Engine) -> list[tuple[str, int]]:
     """Do what dispatch does up to the gateway call, then 'crash'."""
-    claimed = engine._claim(100)  # noqa: SLF001
-    return list(engine._unit(lambda s: engine._prepare(s, claimed)))  # noqa: SLF001
+    claimed = engine._claim(100)
+    return list(engine._unit(lambda s: engine._prepare(s, claimed)))
 
 
 def test_interrupted_submission_is_reconciled_with_a_gateway_that_knows(
@@ -43,7 +42,7 @@ def test_interrupted_submission_is_reconciled_with_a_gateway_that_knows(
     ready = _interrupt_after_prepare(engine)
     assert len(ready) == 2
     # The gateway got a's submission before the crash, not b's.
-    sub_a = engine._build_submission(a.id, 1)  # noqa: SLF001
+    sub_a = engine._build_submission(a.id, 1)
     assert sub_a is not None
     network.submit([sub_a])
     assert engine.dispatch() == 0  # claims are still within their lease
@@ -68,7 +67,7 @@ def test_interrupted_submission_without_reconciliation_is_never_resent(
             w = build(e)
             m = e.request_notice(w.sender, w.accounts[0], "note", NOTE, idempotency_key="u")
             _interrupt_after_prepare(e)
-            sub = e._build_submission(m.id, 1)  # noqa: SLF001
+            sub = e._build_submission(m.id, 1)
             assert sub is not None
             gw.submit([sub])  # reached the aggregator, then the worker died
             clock.advance(e.settings.timer_lease + timedelta(seconds=1))
