@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy import (
     CursorResult,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import Engine as SAEngine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, scoped_session
 
 from tsuchi.domain.account import Account
@@ -100,6 +102,14 @@ from tsuchi.serve import WebhookResult
 from tsuchi.settings import Settings, normalise_database_url
 
 log = logging.getLogger("tsuchi")
+
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,  # eventsourcing's
+    InterfaceError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+)
 T = TypeVar("T")
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -254,10 +264,15 @@ class Engine:
         self.keyring = keyring or self._load_keyring(url, probe)  # type: ignore[arg-type]
         try:
             self.store = EventStore(
-                keyring=self.keyring, url=url, host_engine=sqlalchemy_engine, host_session=session
+                keyring=self.keyring,
+                url=url,
+                host_engine=sqlalchemy_engine,
+                host_session=session,
+                lock_timeout_ms=self.settings.db_lock_timeout_ms,
             )
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
+        self._owns_engine = url is not None
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
         self.flows = Flows(self)
         self._audit: AuditTrail | None = None
@@ -310,8 +325,10 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
+        """Close the event store; dispose the connection pool only if tsuchi
+        created it (never the host's own engine or session)."""
         self.store.close()
-        if self.store.datastore.engine is not None and self.store.datastore.session_maker:
+        if self._owns_engine:
             self.store.engine.dispose()
 
     def __enter__(self) -> Engine:
@@ -331,21 +348,30 @@ class Engine:
             yield s
 
     def _unit(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` as one unit of work; retry optimistic-concurrency conflicts
-        when this is the outermost unit."""
+        """Run ``fn`` as one unit of work (all or nothing).  When this is the
+        outermost unit, optimistic-concurrency conflicts and transient database
+        failures (dropped connection, restart, lock timeout, busy SQLite) are
+        retried with a short backoff; what still fails raises a typed,
+        retryable :class:`~tsuchi.errors.TransientError`."""
         nested = transactions.get(None) is not None or self.store.datastore.scoped_session
-        attempts = 1 if nested else 3
+        attempts = 1 if nested else 4
         for attempt in range(attempts):
+            last = attempt == attempts - 1
             try:
                 with self.store.session(commit=True) as s:
                     return fn(s)
             except IntegrityError:
-                if attempt == attempts - 1:
+                if last:
                     raise ConcurrencyConflict(
                         "another writer changed the same record; retry"
                     ) from None
-            except OperationalError as e:
-                raise TransientError(f"database error: {type(e).__name__}; retry") from None
+            except TRANSIENT_DB_ERRORS as e:
+                if last:
+                    raise TransientError(
+                        f"database unavailable or busy ({type(e).__name__}); retry"
+                    ) from None
+                log.warning("transient database error (%s); retrying", type(e).__name__)
+                time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
     def _find(self, cls: type[T], aggregate_id: UUID) -> T | None:

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     simulator_seed: int = 0
     cm_product_token: str | None = Field(default=None, repr=False)
     cm_url: str | None = None
+    db_lock_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="PostgreSQL lock_timeout: a longer lock wait fails as a retryable error.",
+    )
     webhook_secret: str | None = Field(
         default=None,
         repr=False,

@@ -20,7 +20,17 @@ from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Map
 from eventsourcing.utils import Environment, EnvType
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
-from sqlalchemy import Engine, MetaData, Table, event, insert, select, text, update
+from sqlalchemy import (
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from tsuchi.errors import KeyMaterialError, SchemaTooNew
@@ -68,8 +78,10 @@ class EventStore(Application[UUID]):
         url: str | None = None,
         host_engine: Engine | None = None,
         host_session: scoped_session[Session] | None = None,
+        lock_timeout_ms: int = 10_000,
     ) -> None:
         self._url = url
+        self._lock_timeout_ms = lock_timeout_ms
         self._host_engine = host_engine
         self._host_session = host_session
         self.keys = DataKeyStore(keyring.kek, self.session)
@@ -85,6 +97,18 @@ class EventStore(Application[UUID]):
 
     def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         factory = SQLAlchemyFactory(env)
+        if self._url is not None and self._url.startswith("postgresql"):
+            # Our own engine for PostgreSQL: connections are checked before use
+            # (a restarted server or dropped connection heals without a restart)
+            # and lock waits are bounded, so they fail as retryable errors.
+            pg = create_engine(
+                self._url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"options": f"-c lock_timeout={int(self._lock_timeout_ms)}"},
+            )
+            factory.datastore = SQLAlchemyDatastore(session_maker=sessionmaker(bind=pg))
         if self._host_session is not None:
             factory.datastore = SQLAlchemyDatastore(session=self._host_session)
         elif self._host_engine is not None:
