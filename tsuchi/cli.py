@@ -60,6 +60,13 @@ def _fail(e: TsuchiError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _csv_cell(value: Any) -> Any:
+    """Neutralise spreadsheet formula injection in CSV exports (OWASP)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _settings(db: str, keys: Path | None, **extra: Any) -> Any:
     from pydantic import ValidationError
 
@@ -297,7 +304,8 @@ def consents_export(
             for entry in entries:
                 for h in entry["history"]:
                     w.writerow(
-                        [
+                        _csv_cell(v)
+                        for v in [
                             entry["consent_id"],
                             entry["account_id"],
                             entry["tenant"],
@@ -344,7 +352,7 @@ def report_deliveries(
         elif format == "csv":
             w = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["tenant"])
             w.writeheader()
-            w.writerows(rows)
+            w.writerows([{k: _csv_cell(v) for k, v in r.items()} for r in rows])
         else:
             table = Table(title="Deliveries")
             cols = ("tenant", "purpose", "channel", "status", "reason", "count", "fallback")

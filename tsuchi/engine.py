@@ -41,7 +41,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, scoped_session
 
 from tsuchi.domain.account import Account
-from tsuchi.domain.channels import check_plus_message_body, check_sms_body
+from tsuchi.domain.channels import (
+    check_plus_message_body,
+    check_sms_body,
+)
 from tsuchi.domain.consent import Consent, ConsentChange, consent_id
 from tsuchi.domain.message import Message, TimelineEntry, message_id
 from tsuchi.domain.mobile import normalise_mobile
@@ -702,7 +705,8 @@ class Engine:
         def run(s: Session) -> int:
             a = self._account(account_id)
             a.check_open()
-            self._sender(sender_id)
+            if self._sender(sender_id).tenant != a.tenant:
+                raise InvalidInput("account_id", "account belongs to another tenant")
             c = self._consent(account_id, sender_id, p) or Consent(
                 account_id=account_id, sender_id=sender_id, purpose=p
             )
@@ -1038,12 +1042,25 @@ class Engine:
         def run(s: Session) -> None:
             m = self._message(mid)
             assert m is not None
+            if self._submission_in_progress(s, m.id):
+                raise RuleViolation("submission_in_progress", "too late: it is being submitted")
             m.cancel(reason, self.now())
             self.store.save(m)
             s.execute(delete(outbox).where(outbox.c.message_id == m.id.hex))
             self._project(s, m)
 
         self._unit(run)
+
+    @staticmethod
+    def _submission_in_progress(s: Session, mid: UUID) -> bool:
+        return (
+            s.execute(
+                select(outbox.c.message_id).where(
+                    outbox.c.message_id == mid.hex, outbox.c.submitting_at.is_not(None)
+                )
+            ).first()
+            is not None
+        )
 
     # -- dispatch and reports -------------------------------------------------------------------
     def _claim(self, limit: int) -> list[tuple[str, int]]:
@@ -1465,7 +1482,9 @@ class Engine:
             pending = s.execute(
                 select(outbox.c.message_id)
                 .join(message_view, message_view.c.message_id == outbox.c.message_id)
-                .where(message_view.c.account_id == account_id.hex)
+                .where(
+                    message_view.c.account_id == account_id.hex, outbox.c.submitting_at.is_(None)
+                )  # in flight: the gateway has it
             ).all()
             cancelled = 0
             for (mid_hex,) in pending:

@@ -64,11 +64,20 @@ def sms_cost(text: str) -> SmsCost:
     return SmsCost("ucs2", _count_parts(widths, UCS2_SINGLE, UCS2_PART), sum(widths), len(text))
 
 
+def check_no_control_characters(text: str, field: str, allow_newlines: bool = True) -> None:
+    """Refuse NUL and other control characters (terminal escapes, ...); bodies may
+    keep line breaks and tabs."""
+    allowed = "\n\r\t" if allow_newlines else ""
+    if any((ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0) and ch not in allowed for ch in text):
+        raise InvalidInput(field, "must not contain control characters")
+
+
 def check_sms_body(
     text: str, max_parts: int = SMS_DEFAULT_MAX_PARTS, field: str = "body.sms"
 ) -> SmsCost:
     if not text.strip():
         raise InvalidInput(field, "must not be empty")
+    check_no_control_characters(text, field)
     cost = sms_cost(text)
     if cost.parts > max_parts:
         raise BodyTooLong(field, f"needs {cost.parts} SMS parts; at most {max_parts} allowed")
@@ -82,9 +91,11 @@ def check_plus_message_body(
         raise InvalidInput(field, "must not be empty")
     if len(text) > PLUS_MESSAGE_MAX_CHARS:
         raise BodyTooLong(field, f"at most {PLUS_MESSAGE_MAX_CHARS} characters")
+    check_no_control_characters(text, field)
     if len(suggestions) > MAX_SUGGESTIONS:
         raise InvalidInput("suggestions", f"at most {MAX_SUGGESTIONS} reply suggestions")
     for s in suggestions:
+        check_no_control_characters(s, "suggestions", allow_newlines=False)
         if not s.strip() or len(s) > MAX_SUGGESTION_CHARS:
             raise InvalidInput(
                 "suggestions", f"each suggestion needs 1 to {MAX_SUGGESTION_CHARS} characters"

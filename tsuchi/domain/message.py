@@ -159,6 +159,7 @@ class Message(Aggregate):
     ) -> None:
         """``basis``: the purpose rule and consent (id, version) that allowed the
         send at this moment: proof of consent at send time."""
+        self.check_open()
         cur = self.current
         if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
             raise RuleViolation("not_routed", "attempt is not awaiting submission")

@@ -20,7 +20,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from tsuchi.domain.channels import check_plus_message_body, check_sms_body
+from tsuchi.domain.channels import (
+    check_no_control_characters,
+    check_plus_message_body,
+    check_sms_body,
+)
 from tsuchi.domain.pci import check_no_card_number
 from tsuchi.domain.values import Purpose
 from tsuchi.errors import (
@@ -125,6 +129,7 @@ def coerce_variable(name: str, kind: VariableType, value: Any) -> str:
         return value
     if len(value) > 1000 or not value.strip():
         raise InvalidVariables(field, "text must have 1 to 1000 characters")
+    check_no_control_characters(value, field)
     return value
 
 
