@@ -182,7 +182,8 @@ def test_soak_mixed_load_keeps_memory_and_connections_flat(
                 with pg.connect() as c:
                     conns = c.execute(
                         text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database()"
                         )
                     ).scalar_one()
             samples.append((time.monotonic() - start, _rss_mb(), int(conns)))
