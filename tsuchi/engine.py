@@ -773,6 +773,7 @@ class Engine:
         variables: dict[str, str] | None = None,
         suggestions: tuple[str, ...] | list[str] = (),
         author: str,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> int:
         """Draft a new version of a template (creating the template on first use)."""
         Template.check_name(name)
@@ -800,6 +801,7 @@ class Engine:
                 author,
                 self.now(),
                 self.settings.sms_max_parts,
+                attachments,
             )
             self.store.save(t)
             return n
@@ -1279,6 +1281,7 @@ class Engine:
             to=account.mobile.reveal(),
             text=render(text, version.variables, values),
             suggestions=version.suggestions if cur.channel is Channel.PLUS_MESSAGE else (),
+            attachments=version.attachments if cur.channel is Channel.PLUS_MESSAGE else (),
         )
 
     def _maybe_fall_back(self, s: Session, m: Message, reason: str) -> None:

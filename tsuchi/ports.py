@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tsuchi.domain.values import Carrier, Channel
 
@@ -46,6 +46,7 @@ class Submission:
     to: str = field(repr=False)
     text: str = field(repr=False)
     suggestions: tuple[str, ...] = ()
+    attachments: tuple[dict[str, Any], ...] = ()  # +Message media, location, stamps
 
 
 @dataclass(frozen=True)

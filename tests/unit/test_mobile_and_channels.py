@@ -122,3 +122,54 @@ def test_plus_message_limits() -> None:
     assert e.value.field == "suggestions"
     with pytest.raises(InvalidInput):
         check_plus_message_body("hi", ("x" * 26,))
+
+
+def test_attachments_rules() -> None:
+    from tsuchi.domain.channels import MEDIA_MAX_BYTES, Location, Media, Stamp, check_attachments
+
+    ok = check_attachments(
+        [
+            {
+                "kind": "media",
+                "url": "https://cdn.example/a.jpg",
+                "mime_type": "image/jpeg",
+                "size_bytes": MEDIA_MAX_BYTES,
+            },
+            {"kind": "location", "latitude": 35.68, "longitude": 139.76, "label": "本店"},
+            {"kind": "stamp", "stamp_id": "thanks_01"},
+        ]
+    )
+    assert [type(a) for a in ok] == [Media, Location, Stamp]
+    bad = [
+        (
+            {
+                "kind": "media",
+                "url": "https://x/a",
+                "mime_type": "image/png",
+                "size_bytes": MEDIA_MAX_BYTES + 1,
+            },
+            "attachments.0.size_bytes",
+        ),
+        (
+            {
+                "kind": "media",
+                "url": "https://x/a",
+                "mime_type": "application/x-msdownload",
+                "size_bytes": 10,
+            },
+            "attachments.0.mime_type",
+        ),
+        (
+            {"kind": "media", "url": "http://x/a", "mime_type": "image/png", "size_bytes": 1},
+            "attachments.0.url",
+        ),
+        ({"kind": "location", "latitude": 91, "longitude": 0}, "attachments.0.latitude"),
+        ({"kind": "stamp", "stamp_id": "../x"}, "attachments.0.stamp_id"),
+        ({"kind": "file"}, "attachments.0.kind"),
+    ]
+    for raw, field in bad:
+        with pytest.raises(InvalidInput) as e:
+            check_attachments([raw])
+        assert e.value.field == field
+    with pytest.raises(InvalidInput):
+        check_attachments([{"kind": "stamp", "stamp_id": "a"}] * 11)

@@ -1,7 +1,8 @@
 """What each channel can carry, as pure rules.
 
 +Message: text up to 2,730 characters, at most 11 reply suggestions of at most
-25 characters each.  SMS: GSM-7 when every character is in the GSM 03.38
+25 characters each, attachments (photos, videos, audio up to 100 MB each with
+their MIME type; a location; stamps).  SMS: GSM-7 when every character is in the GSM 03.38
 alphabet (escape characters such as ``€`` or ``{`` cost two septets), UCS-2
 otherwise (one UTF-16 unit per BMP character, two outside it); 160/153 septets
 or 70/67 units per part; a part never splits a character; at most
@@ -10,6 +11,7 @@ or 70/67 units per part; a part never splits a character; at most
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +26,73 @@ SMS_DEFAULT_MAX_PARTS = 10
 
 GSM_SINGLE, GSM_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
+
+
+MEDIA_MAX_BYTES = 100 * 1024 * 1024
+MEDIA_TYPES = ("image/", "video/", "audio/")
+MAX_ATTACHMENTS = 10
+_MIME = re.compile(r"^[a-z]+/[a-z0-9][a-z0-9.+-]{0,63}$")
+_STAMP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Media:
+    """A photo, video or audio file (+Message only): at most 100 MB each."""
+
+    url: str
+    mime_type: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Stamp:
+    stamp_id: str
+
+
+Attachment = Media | Location | Stamp
+
+
+def parse_attachment(raw: dict[str, object], field: str) -> Attachment:
+    """Validate one +Message attachment given as a dict with a ``kind``."""
+    kind = raw.get("kind")
+    if kind == "media":
+        url, mime, size = raw.get("url"), raw.get("mime_type"), raw.get("size_bytes")
+        if not isinstance(url, str) or not re.fullmatch(r"https://[^\s<>\"]{1,2000}", url):
+            raise InvalidInput(f"{field}.url", "media must be an https URL")
+        if not isinstance(mime, str) or not _MIME.match(mime) or not mime.startswith(MEDIA_TYPES):
+            raise InvalidInput(f"{field}.mime_type", "an image/, video/ or audio/ MIME type")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MEDIA_MAX_BYTES:
+            raise InvalidInput(f"{field}.size_bytes", "each media file at most 100 MB")
+        return Media(url, mime, size)
+    if kind == "location":
+        lat, lon, label = raw.get("latitude"), raw.get("longitude"), raw.get("label", "")
+        if not isinstance(lat, int | float) or isinstance(lat, bool) or not -90 <= lat <= 90:
+            raise InvalidInput(f"{field}.latitude", "between -90 and 90")
+        if not isinstance(lon, int | float) or isinstance(lon, bool) or not -180 <= lon <= 180:
+            raise InvalidInput(f"{field}.longitude", "between -180 and 180")
+        if not isinstance(label, str) or len(label) > 100:
+            raise InvalidInput(f"{field}.label", "at most 100 characters")
+        check_no_control_characters(label, f"{field}.label", allow_newlines=False)
+        return Location(float(lat), float(lon), label)
+    if kind == "stamp":
+        stamp = raw.get("stamp_id")
+        if not isinstance(stamp, str) or not _STAMP.match(stamp):
+            raise InvalidInput(f"{field}.stamp_id", "1 to 64 letters, digits, _ or -")
+        return Stamp(stamp)
+    raise InvalidInput(f"{field}.kind", "must be media, location or stamp")
+
+
+def check_attachments(raw: list[dict[str, object]]) -> tuple[Attachment, ...]:
+    if len(raw) > MAX_ATTACHMENTS:
+        raise InvalidInput("attachments", f"at most {MAX_ATTACHMENTS} attachments")
+    return tuple(parse_attachment(a, f"attachments.{i}") for i, a in enumerate(raw))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from tsuchi.domain.channels import (
+    check_attachments,
     check_no_control_characters,
     check_plus_message_body,
     check_sms_body,
@@ -71,6 +72,7 @@ class TemplateVersion:
     author: str
     status: VersionStatus = VersionStatus.DRAFTED
     approver: str | None = None
+    attachments: tuple[dict[str, Any], ...] = ()
 
 
 def template_id(sender_id: UUID, name: str) -> UUID:
@@ -212,11 +214,13 @@ class Template(Aggregate):
         author: str,
         at: datetime,
         sms_max_parts: int,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> int:
         for name in variables:
             if not NAME_RE.match(name):
                 raise InvalidVariables("variables", "variable names: lowercase letters, digits, _")
         self.check_bodies(plus_message_text, suggestions, sms_text, variables, sms_max_parts)
+        check_attachments(list(attachments or []))
         number = len(self.versions) + 1
         self._drafted(
             number=number,
@@ -226,6 +230,7 @@ class Template(Aggregate):
             variables={k: v.value for k, v in variables.items()},
             author=author,
             at=at,
+            attachments=[dict(a) for a in attachments or []],
         )
         return number
 
@@ -265,6 +270,7 @@ class Template(Aggregate):
         variables: dict[str, str],
         author: str,
         at: datetime,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> None:
         self.versions[number] = TemplateVersion(
             number=number,
@@ -273,6 +279,7 @@ class Template(Aggregate):
             sms_text=sms_text,
             variables={k: VariableType(v) for k, v in variables.items()},
             author=author,
+            attachments=tuple(attachments or ()),
         )
 
     @event("VersionApproved")

@@ -460,14 +460,37 @@ def _message(s: Submission) -> dict[str, Any]:
         "allowedChannels": ["RCS"] if rcs else ["SMS"],
         "reference": s.reference,
     }
-    if rcs and s.suggestions:
-        msg["richContent"] = {
-            "conversation": [{"text": s.text}],
-            "suggestions": [
+    if rcs and (s.suggestions or s.attachments):
+        conversation: list[dict[str, Any]] = [{"text": s.text}]
+        for a in s.attachments:
+            if a.get("kind") == "media":
+                conversation.append(
+                    {
+                        "media": {
+                            "mediaName": str(a["url"]).rsplit("/", 1)[-1],
+                            "mediaUri": a["url"],
+                            "mimeType": a["mime_type"],
+                        }
+                    }
+                )
+            elif a.get("kind") == "location":
+                conversation.append(
+                    {
+                        "location": {
+                            "latitude": a["latitude"],
+                            "longitude": a["longitude"],
+                            "label": a.get("label", ""),
+                        }
+                    }
+                )
+            elif a.get("kind") == "stamp":
+                conversation.append({"stamp": {"id": a["stamp_id"]}})
+        msg["richContent"] = {"conversation": conversation}
+        if s.suggestions:
+            msg["richContent"]["suggestions"] = [
                 {"action": "reply", "label": label, "postbackdata": label}
                 for label in s.suggestions
-            ],
-        }
+            ]
     return msg
 
 
