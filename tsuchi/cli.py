@@ -330,40 +330,84 @@ def consents_export(
 def report_deliveries(
     db: DbOpt = "sqlite:///tsuchi.db",
     keys: KeysOpt = None,
-    format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    format: Annotated[
+        str, typer.Option("--format", help="table, csv, json or html")
+    ] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    since: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD, Japan).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD, Japan).")] = None,
 ) -> None:
-    """Messages by tenant, purpose, channel and status (blocked included)."""
-    from tsuchi.engine import Engine
+    """Deliveries per day, sender, template, purpose, channel and carrier:
+    requested, blocked and deferred (by reason), submitted, delivered, read,
+    failed, fallback, expired, and delivery/read latency p50/p95.  The
+    projection catches up with the event log first."""
+    from datetime import date
 
-    if format not in ("table", "csv", "json"):
-        err.print("error: --format must be table, csv or json")
+    from tsuchi.engine import Engine
+    from tsuchi.reporting import render_csv, render_json, render_table
+    from tsuchi.reporting.html import render_html
+
+    if format not in ("table", "csv", "json", "html"):
+        err.print("error: --format must be table, csv, json or html")
         raise typer.Exit(2)
     try:
+        first = date.fromisoformat(since) if since else None
+        last = date.fromisoformat(until) if until else None
+    except ValueError:
+        err.print("error: --since/--until must be YYYY-MM-DD")
+        raise typer.Exit(2) from None
+    try:
         with Engine(_settings(db, keys)) as engine:
-            rows = engine.delivery_summary()
+            report = engine.delivery_report
+            report.catch_up()
+            rows = report.rows(first, last)
+            if format == "html":
+                body = render_html(
+                    rows,
+                    "tsuchi 配信レポート / Delivery report",
+                    engine.now(),
+                    channel_totals=report.rows(first, last, by=("channel",)),
+                )
+            elif format == "json":
+                body = render_json(rows)
+            elif format == "csv":
+                body = render_csv(rows)
+            else:
+                body = render_table(rows)
     except TsuchiError as e:
         raise _fail(e) from None
-    stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    if out:
+        out.write_text(body, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(body)
+
+
+projections_app = typer.Typer(help="Read models built from the event log.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="delivery_report or audit_chain")],
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+) -> None:
+    """Rebuild a projection from the first event (identical results)."""
+    from tsuchi.engine import Engine
+
     try:
-        if format == "json":
-            json.dump(rows, stream, ensure_ascii=False, indent=2)
-            stream.write("\n")
-        elif format == "csv":
-            w = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["tenant"])
-            w.writeheader()
-            w.writerows([{k: _csv_cell(v) for k, v in r.items()} for r in rows])
-        else:
-            table = Table(title="Deliveries")
-            cols = ("tenant", "purpose", "channel", "status", "reason", "count", "fallback")
-            for col in cols:
-                table.add_column(col)
-            for r in rows:
-                table.add_row(*(str(r[c]) for c in cols))
-            Console(file=stream).print(table)
-    finally:
-        if out:
-            stream.close()
+        with Engine(_settings(db, keys)) as engine:
+            if name == "delivery_report":
+                n = engine.delivery_report.rebuild()
+            elif name == "audit_chain":
+                n = engine.audit.catch_up()  # the chain only grows; it is verified, not redone
+            else:
+                err.print("error: NAME must be delivery_report or audit_chain")
+                raise typer.Exit(2)
+    except TsuchiError as e:
+        raise _fail(e) from None
+    console.print(f"{name}: {n} events processed")
 
 
 @app.command()

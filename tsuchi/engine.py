@@ -84,6 +84,7 @@ from tsuchi.infrastructure.crypto import (
     promote_staged_kek,
     staged_kek,
 )
+from tsuchi.infrastructure.delivery_report import DeliveryReport
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
 from tsuchi.infrastructure.tables import (
@@ -279,6 +280,7 @@ class Engine:
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
         self.flows = Flows(self)
         self._audit: AuditTrail | None = None
+        self._delivery_report: DeliveryReport | None = None
         log.info("engine opened (%s)", self.store.engine.dialect.name)
 
     def _default_gateway(self) -> Gateway:
@@ -1462,6 +1464,18 @@ class Engine:
         if self._audit is None:
             self._audit = AuditTrail(self.store, self.keyring.signing_key)
         return self._audit
+
+    @property
+    def delivery_report(self) -> DeliveryReport:
+        """The delivery report projection (per day, sender, template, purpose,
+        channel, carrier) and the message log."""
+        if self._delivery_report is None:
+            self._delivery_report = DeliveryReport(self.store)
+        return self._delivery_report
+
+    def catch_up_projections(self) -> int:
+        """Bring the delivery report and the audit chain up to the event log."""
+        return self.delivery_report.catch_up() + self.audit.catch_up()
 
     def audit_checkpoint(self) -> None:
         """Extend the hash chain and sign a checkpoint (a periodic worker job)."""

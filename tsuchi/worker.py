@@ -67,6 +67,8 @@ class Worker:
             try:
                 if job == "sweep":
                     self.sweep()
+                elif job == "projections":
+                    self.engine.catch_up_projections()
                 elif job == "checkpoint":
                     self.checkpoint()
                 elif job == "daily_report":
@@ -129,6 +131,14 @@ class Worker:
             seconds=self.sweep_every.total_seconds(),
             id=f"sweep:{self.worker_id}",
             args=[self.worker_id, "sweep"],
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            ref,
+            "interval",
+            seconds=5,
+            id=f"projections:{self.worker_id}",
+            args=[self.worker_id, "projections"],
             replace_existing=True,
         )
         scheduler.add_job(
