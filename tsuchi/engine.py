@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -23,6 +25,7 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy import (
@@ -106,6 +109,9 @@ from tsuchi.serve import WebhookResult
 from tsuchi.settings import Settings, normalise_database_url
 
 log = logging.getLogger("tsuchi")
+
+_UOW: ContextVar[dict[UUID, object] | None] = ContextVar("tsuchi_unit_of_work", default=None)
+_MISSING = object()
 
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,  # eventsourcing's
@@ -277,6 +283,8 @@ class Engine:
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
         self._owns_engine = url is not None
+        self._shared: dict[UUID, tuple[int, object]] = {}
+        self.store.saved_hook = self._remember
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
         self.flows = Flows(self)
         self._audit: AuditTrail | None = None
@@ -363,7 +371,7 @@ class Engine:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                with self.store.session(commit=True) as s:
+                with self._identity_map(), self.store.session(commit=True) as s:
                     return fn(s)
             except IntegrityError:
                 if last:
@@ -380,11 +388,56 @@ class Engine:
         raise AssertionError("unreachable")
 
     def _find(self, cls: type[T], aggregate_id: UUID) -> T | None:
+        """Load an aggregate, at most once per unit of work (identity map).
+        Senders and templates, read on every notice and rarely changed, also
+        come from a process cache checked against their stored version."""
+        uow = _UOW.get()
+        if uow is not None and aggregate_id in uow:
+            hit = uow[aggregate_id]
+            return hit if isinstance(hit, cls) else None
+        agg = self._load(aggregate_id)
+        if uow is not None:
+            uow[aggregate_id] = agg if agg is not None else _MISSING
+        return agg if isinstance(agg, cls) else None
+
+    def _load(self, aggregate_id: UUID) -> object | None:
+        shared = self._shared.get(aggregate_id)
+        if shared is not None and self.store.latest_version(aggregate_id) == shared[0]:
+            return copy.deepcopy(shared[1])
         try:
-            agg: object = self.store.repository.get(aggregate_id)
+            return self.store.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return agg if isinstance(agg, cls) else None
+
+    def _remember(self, objs: tuple[Any, ...]) -> None:
+        """Saved aggregates are the current state for the rest of the unit."""
+        uow = _UOW.get()
+        if uow is None:
+            return
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                uow[obj.id] = obj
+
+    @contextmanager
+    def _identity_map(self) -> Iterator[dict[UUID, object]]:
+        """Scope of one identity map; on a clean exit that did not run inside
+        someone else's open transaction, senders and templates seen are
+        promoted to the process cache (they are committed state then)."""
+        current = _UOW.get()
+        if current is not None:
+            yield current
+            return
+        outer_transaction = transactions.get(None) is not None
+        uow: dict[UUID, object] = {}
+        token = _UOW.set(uow)
+        try:
+            yield uow
+        finally:
+            _UOW.reset(token)
+        if not outer_transaction:
+            for agg in uow.values():
+                if isinstance(agg, (Sender, Template)):
+                    self._shared[agg.id] = (int(agg.version), copy.deepcopy(agg))
 
     def _get(self, cls: type[T], aggregate_id: UUID, missing: Callable[[str], Exception]) -> T:
         agg = self._find(cls, aggregate_id)
@@ -750,6 +803,12 @@ class Engine:
         s.execute(delete(consent_view).where(consent_view.c.consent_id == c.id.hex))
         s.execute(insert(consent_view).values(consent_id=c.id.hex, **row))
 
+    def _purpose_consent(self, m: Message) -> Consent | None:
+        """The consent a purpose decision needs (none for security notices)."""
+        if m.purpose is Purpose.SECURITY:
+            return None
+        return self._consent(m.account_id, m.sender_id, m.purpose)
+
     def _consent(self, account_id: UUID, sender_id: UUID, purpose: Purpose) -> Consent | None:
         return self._find(Consent, consent_id(account_id, sender_id, purpose))
 
@@ -934,7 +993,7 @@ class Engine:
             )
             self._decide(s, msg, sender, account, now)
             self.store.save(msg)
-            self._project(s, msg)
+            self._project(s, msg, new=True)
             return _message_view(msg)
 
         try:
@@ -951,9 +1010,7 @@ class Engine:
     ) -> None:
         """Consent, quiet hours, frequency cap, then routing: the message ends
         blocked, deferred (with a durable timer in the outbox) or routed."""
-        decision = decide_purpose(
-            msg.purpose, self._consent(msg.account_id, msg.sender_id, msg.purpose)
-        )
+        decision = decide_purpose(msg.purpose, self._purpose_consent(msg))
         if not decision.allowed:
             msg.block(decision.reason, now)
             return
@@ -1007,8 +1064,11 @@ class Engine:
             )
         )
 
-    def _project(self, s: Session, msg: Message) -> None:
+    def _project(self, s: Session, msg: Message, new: bool = False) -> None:
         row = message_row(msg, self.now())
+        if new:
+            s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
+            return
         result = s.execute(
             update(message_view).where(message_view.c.message_id == msg.id.hex).values(**row)
         )
@@ -1159,7 +1219,7 @@ class Engine:
             lambda s: self._prepare(s, claimed)
         )
         subs: list[Submission] = []
-        with self.store.session(commit=False):
+        with self._identity_map(), self.store.session(commit=False):
             for mid_hex, attempt in ready:
                 sub = self._build_submission(UUID(hex=mid_hex), attempt)
                 if sub is not None:
@@ -1242,9 +1302,7 @@ class Engine:
             cur = m.current
             if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
                 continue
-            decision = decide_purpose(
-                m.purpose, self._consent(m.account_id, m.sender_id, m.purpose)
-            )
+            decision = decide_purpose(m.purpose, self._purpose_consent(m))
             if not decision.allowed:
                 m.cancel(f"{decision.reason}_before_send", now)
                 self.store.save(m)

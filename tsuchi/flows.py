@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tsuchi.flows")
 
-EXPAND_CHUNK = 500
+EXPAND_CHUNK = 100  # small units: urgent work is dispatched between chunks
 
 
 @dataclass(frozen=True)

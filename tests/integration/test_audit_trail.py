@@ -138,8 +138,13 @@ def test_export_contains_no_personal_data_and_survives_erasure(
     for number in NUMBERS:
         digits = number.replace("-", "")
         forms += [number, digits, "+81" + digits[1:]]
-    for personal in [*forms, *NAMES, "折り返し", "C0", "C1"]:
+    for personal in [*forms, *NAMES, "折り返し"]:
         assert personal not in blob, "personal data leaked into the audit export"
+    # The customer refs are too short to scan for in base64 text: compare values.
+    values: list[str] = []
+    for r in records(tmp_path / "x"):
+        values += [str(v) for v in r.values()] + [str(v) for v in r["summary"].values()]
+    assert not {"C0", "C1"} & set(values)
     erased = [r for r in records(tmp_path / "x") if r["event_type"] == "Erased"]
     assert erased and erased[0]["actor"] == "dpo"
 

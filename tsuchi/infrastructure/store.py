@@ -10,7 +10,7 @@ or rolls back together, including the host's own rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    func,
     insert,
     select,
     text,
@@ -85,6 +86,7 @@ class EventStore(Application[UUID]):
         self._host_engine = host_engine
         self._host_session = host_session
         self.keys = DataKeyStore(keyring.kek, self.session)
+        self.saved_hook: Callable[[tuple[Any, ...]], None] | None = None
         env: dict[str, str] = {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"}
         if url is not None:
             env["SQLALCHEMY_URL"] = url
@@ -145,6 +147,23 @@ class EventStore(Application[UUID]):
         engine = self.datastore.engine
         assert isinstance(engine, Engine)
         return engine
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        if self.saved_hook is not None:
+            self.saved_hook(objs)
+        return recordings
+
+    def latest_version(self, aggregate_id: UUID) -> int | None:
+        """The version of an aggregate's last stored event (one indexed query)."""
+        record = self.recorder.events_record_cls  # type: ignore[attr-defined]
+        with self.session(commit=False) as s:
+            v = s.execute(
+                select(func.max(record.originator_version)).where(
+                    record.originator_id == aggregate_id
+                )
+            ).scalar()
+        return None if v is None else int(v)
 
     @contextmanager
     def session(self, commit: bool = True) -> Iterator[Session]:
