@@ -22,12 +22,14 @@ demo: $(STAMP)
 	$(BIN)/tsuchi demo
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check tsuchi tests
+	$(BIN)/ruff check tsuchi tests benchmarks
 	$(BIN)/mypy --strict
 	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
+
+include benchmarks/Makefile.inc
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy import (
     CursorResult,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -111,6 +112,7 @@ from tsuchi.settings import Settings, normalise_database_url
 log = logging.getLogger("tsuchi")
 
 _UOW: ContextVar[dict[UUID, object] | None] = ContextVar("tsuchi_unit_of_work", default=None)
+_DIRTY: ContextVar[dict[UUID, Message] | None] = ContextVar("tsuchi_dirty", default=None)
 _MISSING = object()
 
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
@@ -137,6 +139,13 @@ def _text(value: Any, field_name: str, max_len: int) -> str:
 
 
 CODE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+_VIEW_UPDATE = (
+    update(message_view)
+    .where(message_view.c.message_id == bindparam("mid"))
+    .values({c.name: bindparam(c.name) for c in message_view.c if c.name != "message_id"})
+)
 
 
 def _code(value: Any, field_name: str) -> str:
@@ -370,9 +379,15 @@ class Engine:
         attempts = 1 if nested else 4
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            dirty: dict[UUID, Message] = {}
+            token = _DIRTY.set(dirty) if not nested else None
             try:
                 with self._identity_map(), self.store.session(commit=True) as s:
-                    return fn(s)
+                    result = fn(s)
+                    if dirty:  # messages touched by the unit: one save, one view update
+                        self.store.save(*dirty.values())
+                        self._project_many(s, list(dirty.values()))
+                    return result
             except IntegrityError:
                 if last:
                     raise ConcurrencyConflict(
@@ -385,6 +400,9 @@ class Engine:
                     ) from None
                 log.warning("transient database error (%s); retrying", type(e).__name__)
                 time.sleep(0.2 * 2**attempt)
+            finally:
+                if token is not None:
+                    _DIRTY.reset(token)
         raise AssertionError("unreachable")
 
     def _find(self, cls: type[T], aggregate_id: UUID) -> T | None:
@@ -1075,6 +1093,25 @@ class Engine:
         if not cast("CursorResult[Any]", result).rowcount:
             s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
 
+    def _touch(self, s: Session, m: Message) -> None:
+        """Save a changed message and update its view: at the end of the
+        outermost unit of work (once per message, whatever the number of
+        changes), or now when there is no such unit."""
+        dirty = _DIRTY.get()
+        if dirty is None:
+            self.store.save(m)
+            self._project(s, m)
+        else:
+            dirty[m.id] = m
+
+    def _project_many(self, s: Session, msgs: list[Message]) -> None:
+        now = self.now()
+        rows = [{"mid": m.id.hex, **message_row(m, now)} for m in msgs]
+        result = s.execute(_VIEW_UPDATE, rows)
+        if cast("CursorResult[Any]", result).rowcount != len(rows):
+            for m in msgs:  # some rows were missing: upsert one by one
+                self._project(s, m)
+
     def _message(self, mid: UUID, required: bool = True) -> Message | None:
         m = self._find(Message, mid)
         if m is None and required:
@@ -1266,8 +1303,7 @@ class Engine:
                         attempt, "failed", now, code=res.code, permanent=res.reason != "outage"
                     )
                     self._maybe_fall_back(s, m, res.reason or res.code)
-                self.store.save(m)
-                self._project(s, m)
+                self._touch(s, m)
 
         self._unit(record)
         return len(subs)
@@ -1445,8 +1481,7 @@ class Engine:
                 account = self._account(m.account_id)
                 account.learn_capability(Capability.YES, "delivery report", at)
                 self.store.save(account)
-        self.store.save(m)
-        self._project(s, m)
+        self._touch(s, m)
         return "applied" if changed else "duplicate"
 
     # -- scheduled flows (see tsuchi.flows) -------------------------------------------------------
