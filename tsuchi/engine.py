@@ -1164,7 +1164,7 @@ class Engine:
         )
 
     # -- dispatch and reports -------------------------------------------------------------------
-    def _claim(self, limit: int) -> list[tuple[str, int]]:
+    def _claim(self, limit: int, max_priority: int | None = None) -> list[tuple[str, int]]:
         """Claim due outbox rows.  A claim whose worker vanished after it started
         talking to the gateway is reconciled instead of resent (see
         :meth:`_reconcile`)."""
@@ -1182,6 +1182,8 @@ class Engine:
                 .order_by(outbox.c.priority, outbox.c.due_at)
                 .limit(limit)
             )
+            if max_priority is not None:
+                q = q.where(outbox.c.priority <= max_priority)
             if s.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             rows = s.execute(q).all()
@@ -1243,13 +1245,15 @@ class Engine:
             )
         return resubmit
 
-    def dispatch(self, limit: int | None = None) -> int:
+    def dispatch(self, limit: int | None = None, *, urgent_only: bool = False) -> int:
         """Submit due messages to the gateway, urgent first; deferred messages
         whose time came are decided again (consent, quiet hours, caps) first.
         Consent is checked again right before submission, so a refusal takes
-        effect before the next send.  Returns how many submissions were made."""
+        effect before the next send.  ``urgent_only`` takes urgent notices only
+        (the worker runs that often, beside the bulk work).  Returns how many
+        submissions were made."""
         batch = limit or self.settings.dispatch_batch
-        claimed = self._claim(batch)
+        claimed = self._claim(batch, max_priority=0 if urgent_only else None)
         if not claimed:
             return 0
         ready: dict[tuple[str, int], dict[str, Any]] = self._unit(

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tsuchi.flows")
 
-EXPAND_CHUNK = 100  # small units: urgent work is dispatched between chunks
+EXPAND_CHUNK = 50  # short units: urgent work is never held up long behind one
 
 
 @dataclass(frozen=True)

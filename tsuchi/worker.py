@@ -2,9 +2,11 @@
 
 APScheduler 3 drives a few jobs per worker, kept in a persistent SQLAlchemy
 job store in the engine's database: the sweep (dispatch, status reports, due
-durable timers) every second, the audit checkpoint every few minutes, and a
-daily delivery summary.  Reminders are not scheduler jobs: they are rows in
-``tsuchi_timers`` fired by the sweep, which scales to millions.  Sweeps
+durable timers) every second, urgent-only dispatch every 0.2 s beside it (so
+an urgent notice never waits behind a broadcast), projections every 5 s, the
+audit checkpoint every few minutes, and a daily delivery summary.  Reminders
+are not scheduler jobs: they are rows in ``tsuchi_timers`` fired by the sweep,
+which scales to millions.  Sweeps
 coalesce and never misfire-drop (``misfire_grace_time=None``); the work itself
 is claimed from the database, so several workers can share one PostgreSQL.
 
@@ -62,6 +64,12 @@ class Worker:
     # -- jobs ------------------------------------------------------------------------
     def run_named(self, job: str) -> None:
         if self._stop.is_set():
+            return
+        if job == "urgent":  # beside the sweep, never queued behind bulk work
+            try:
+                self.engine.dispatch(urgent_only=True)
+            except Exception as e:
+                log.error("urgent dispatch failed: %s", type(e).__name__)
             return
         with self._busy:
             try:
@@ -131,6 +139,14 @@ class Worker:
             seconds=self.sweep_every.total_seconds(),
             id=f"sweep:{self.worker_id}",
             args=[self.worker_id, "sweep"],
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            ref,
+            "interval",
+            seconds=min(0.2, self.sweep_every.total_seconds()),
+            id=f"urgent:{self.worker_id}",
+            args=[self.worker_id, "urgent"],
             replace_existing=True,
         )
         scheduler.add_job(
