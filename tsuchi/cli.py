@@ -330,9 +330,7 @@ def consents_export(
 def report_deliveries(
     db: DbOpt = "sqlite:///tsuchi.db",
     keys: KeysOpt = None,
-    format: Annotated[
-        str, typer.Option("--format", help="table, csv, json or html")
-    ] = "table",
+    format: Annotated[str, typer.Option("--format", help="table, csv, json or html")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
     since: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD, Japan).")] = None,
     until: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD, Japan).")] = None,
@@ -479,7 +477,11 @@ def sms_segments(
     if (text is None) == (file is None):
         err.print("error: give a TEXT or --file")
         raise typer.Exit(2)
-    texts = [text] if text is not None else file.read_text(encoding="utf-8").splitlines()  # type: ignore[union-attr]
+    if text is not None:
+        texts = [text]
+    else:
+        assert file is not None
+        texts = file.read_text(encoding="utf-8").splitlines()
     for t in texts:
         cost = sms_cost(t)
         if as_json:

@@ -130,10 +130,29 @@ def _ensure_vetting(engine: Engine, sender: UUID, decisions: dict[str, bool]) ->
         engine.decide_vetting(sender, carrier, approved, "" if approved else "documents incomplete")
 
 
-def _ensure_template(engine: Engine, sender: UUID, name: str, **kwargs: object) -> None:
+def _ensure_template(
+    engine: Engine,
+    sender: UUID,
+    name: str,
+    *,
+    purpose: str,
+    plus_message_text: str,
+    sms_text: str,
+    variables: dict[str, str] | None = None,
+    suggestions: tuple[str, ...] = (),
+) -> None:
     if "approved" in engine.template_versions(sender, name).values():
         return
-    version = engine.draft_template(sender, name, author="template-author", **kwargs)  # type: ignore[arg-type]
+    version = engine.draft_template(
+        sender,
+        name,
+        purpose=purpose,
+        plus_message_text=plus_message_text,
+        sms_text=sms_text,
+        variables=variables,
+        suggestions=suggestions,
+        author="template-author",
+    )
     engine.approve_template(sender, name, version, approver="compliance-officer")
 
 

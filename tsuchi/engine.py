@@ -278,9 +278,10 @@ class Engine:
         url = None
         if sqlalchemy_engine is None and session is None:
             url = normalise_database_url(self.settings.database_url)
-        probe = sqlalchemy_engine or (session.get_bind() if session is not None else None)
+        bind = session.get_bind() if session is not None else None
+        probe = sqlalchemy_engine or (bind if isinstance(bind, SAEngine) else None)
         fresh = keyring is None and not self._keys_present()
-        self.keyring = keyring or self._load_keyring(url, probe)  # type: ignore[arg-type]
+        self.keyring = keyring or self._load_keyring(url, probe)
         try:
             self.store = EventStore(
                 keyring=self.keyring,
