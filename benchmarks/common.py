@@ -407,8 +407,8 @@ class StampingGateway:
                 self._cond.notify_all()
         return self.inner.submit(submissions)
 
-    def poll_reports(self, until: datetime) -> list[StatusReport]:
-        return self.inner.poll_reports(until)
+    def poll_reports(self, until: datetime, limit: int = 1000) -> list[StatusReport]:
+        return self.inner.poll_reports(until, limit)
 
     @property
     def pending_reports(self) -> int:

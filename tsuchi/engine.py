@@ -1396,18 +1396,25 @@ class Engine:
         attempt = m.fall_back(reason, cur.carrier, self.now())
         self._enqueue(s, m, attempt, self.now())
 
-    def process_reports(self) -> int:
-        """Pull due status reports from the gateway and apply them."""
-        reports = self.gateway.poll_reports(self.now())
-        for i in range(0, len(reports), 200):
-            chunk = reports[i : i + 200]
+    def process_reports(self, stop: Callable[[], bool] | None = None) -> int:
+        """Pull due status reports from the gateway, 200 at a time, and apply
+        them; ``stop`` is asked between batches (a stopping worker does not
+        start another)."""
+        now = self.now()
+        total = 0
+        while True:
+            chunk = self.gateway.poll_reports(now, 200)
+            if not chunk:
+                return total
 
             def apply(s: Session, chunk: list[StatusReport] = chunk) -> None:
                 for r in chunk:
                     self._apply_report(s, r)
 
             self._unit(apply)
-        return len(reports)
+            total += len(chunk)
+            if stop is not None and stop():
+                return total
 
     def handle_report(self, report: StatusReport) -> bool:
         """Apply one inbound report (idempotent; never regresses status).
@@ -1490,9 +1497,10 @@ class Engine:
         return "applied" if changed else "duplicate"
 
     # -- scheduled flows (see tsuchi.flows) -------------------------------------------------------
-    def sweep(self, max_timers: int = 1000) -> SweepStats:
-        """One worker pass: dispatch (urgent first), status reports, due timers."""
-        return self.flows.sweep(max_timers)
+    def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
+        """One worker pass: dispatch (urgent first), status reports, due timers.
+        ``stop`` is asked between steps, so a stopping worker finishes quickly."""
+        return self.flows.sweep(max_timers, stop)
 
     def register_deadline(self, spec: DeadlineSpec) -> UUID:
         """Register a card expiry, payment due date, mileage expiry or document

@@ -9,7 +9,7 @@ of its own, so any number of workers can run it against one database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -64,16 +64,18 @@ class Flows:
         self.e = engine
 
     # -- the sweep ---------------------------------------------------------------------
-    def sweep(self, max_timers: int = 1000) -> SweepStats:
-        """One pass of the worker: urgent and due dispatch first, then due timers,
-        then status reports."""
+    def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
+        """One pass of the worker: urgent and due dispatch first, then status
+        reports, then due timers.  ``stop`` is asked between steps; timers
+        claimed but not fired when it says so are taken over after their lease."""
+        halt = stop or (lambda: False)
         stats = SweepStats()
         stats.submitted += self.e.dispatch()
-        stats.reports += self.e.process_reports()
+        stats.reports += self.e.process_reports(halt)
         fired = 0
-        while fired < max_timers:
+        while fired < max_timers and not halt():
             now = self.e.now()
-            limit = min(200, max_timers - fired)
+            limit = min(50, max_timers - fired)
 
             def claim(s: Session, now: datetime = now, limit: int = limit) -> list[timers.Timer]:
                 return timers.claim_due(
@@ -84,12 +86,15 @@ class Flows:
             if not claimed:
                 break
             for t in claimed:
+                if halt():
+                    break
                 self._fire(t)
                 fired += 1
                 stats.late += int(t.late)
             stats.submitted += self.e.dispatch()  # urgent work never waits behind timers
         stats.timers_fired = fired
-        stats.submitted += self.e.dispatch()
+        if not halt():
+            stats.submitted += self.e.dispatch()
         return stats
 
     def _fire(self, t: timers.Timer) -> None:

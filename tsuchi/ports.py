@@ -77,8 +77,9 @@ class Gateway(Protocol):
         """Hand messages to the carrier network; one result per submission."""
         ...
 
-    def poll_reports(self, until: datetime) -> list[StatusReport]:
-        """Reports that became available up to ``until`` (push gateways return [])."""
+    def poll_reports(self, until: datetime, limit: int = 1000) -> list[StatusReport]:
+        """At most ``limit`` reports that became available up to ``until`` (push
+        gateways return [])."""
         ...
 
 

@@ -85,7 +85,7 @@ class Worker:
                 log.error("%s failed: %s", job, type(e).__name__)
 
     def sweep(self) -> None:
-        stats = self.engine.sweep()
+        stats = self.engine.sweep(stop=self._stop.is_set)
         self.sweeps += 1
         if stats.submitted or stats.reports or stats.timers_fired:
             log.info(

@@ -31,9 +31,16 @@ T0 = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
 
 
 def spec(w, ref: str = "card-1", due: date = date(2026, 7, 1), offsets=(60, 30, 7)):  # type: ignore[no-untyped-def]
-    return DeadlineSpec(sender_id=w.sender, account_id=w.accounts[0], kind="card_expiry",
-                        reference=ref, due=due, template="card_expiry",
-                        variables={"last4": "4242"}, offsets_days=offsets)
+    return DeadlineSpec(
+        sender_id=w.sender,
+        account_id=w.accounts[0],
+        kind="card_expiry",
+        reference=ref,
+        due=due,
+        template="card_expiry",
+        variables={"last4": "4242"},
+        offsets_days=offsets,
+    )
 
 
 def test_card_expiry_reminders_fire_at_their_offsets(engine: Engine, clock: ManualClock) -> None:
@@ -86,8 +93,9 @@ def test_timer_due_while_down_fires_late_and_double_fire_sends_once(
     # Fire the same timer again, as a crashed worker's retry would.
     from tsuchi.infrastructure import timers as timer_mod
 
-    t = timer_mod.Timer(f"reminder:{did.hex}:60", "reminder", T0, {"deadline_id": did.hex,
-                                                                   "offset": 60}, True)
+    t = timer_mod.Timer(
+        f"reminder:{did.hex}:60", "reminder", T0, {"deadline_id": did.hex, "offset": 60}, True
+    )
     engine.flows._fire(t)
     engine.sweep()
     ids = engine.messages(correlation_id=f"deadline:{did.hex}")
@@ -99,23 +107,30 @@ def quiet_network(clock: ManualClock, **profile: float) -> SimulatedCarrierNetwo
     return SimulatedCarrierNetwork(seed=9, clock=clock, profile=NetworkProfile(**profile))
 
 
-def test_fraud_alert_not_me_requests_card_block_and_confirms(engine: Engine,
-                                                             clock: ManualClock) -> None:
+def test_fraud_alert_not_me_requests_card_block_and_confirms(
+    engine: Engine, clock: ManualClock
+) -> None:
     clock.set(T0)
     w = build(engine)
     case = engine.raise_fraud_alert(w.sender, w.accounts[0], "1234", "海外ECサイト", 98000, T0)
-    assert engine.raise_fraud_alert(w.sender, w.accounts[0], "1234", "海外ECサイト", 98000,
-                                    T0) == case
+    assert (
+        engine.raise_fraud_alert(w.sender, w.accounts[0], "1234", "海外ECサイト", 98000, T0) == case
+    )
     info = engine.fraud_case(case)
     msg = engine.message(__import__("uuid").UUID(info["message_id"]))
     assert msg.urgency.value == "urgent"
     engine.sweep()
-    engine.handle_report(StatusReport(f"{msg.id.hex}:1", "reply", clock.now(),
-                                      text="いいえ、身に覚えがありません",
-                                      postback="いいえ、身に覚えがありません"))
+    engine.handle_report(
+        StatusReport(
+            f"{msg.id.hex}:1",
+            "reply",
+            clock.now(),
+            text="いいえ、身に覚えがありません",
+            postback="いいえ、身に覚えがありません",
+        )
+    )
     assert engine.fraud_case(case)["state"] == "card_block_requested"
-    confirmations = [m for m in engine.messages(correlation_id=f"fraud:{case.hex}")
-                     if m != msg.id]
+    confirmations = [m for m in engine.messages(correlation_id=f"fraud:{case.hex}") if m != msg.id]
     assert len(confirmations) == 1
     clock.advance(timedelta(hours=1))
     engine.sweep()
@@ -126,7 +141,8 @@ def test_fraud_alert_not_me_requests_card_block_and_confirms(engine: Engine,
 
 
 def test_fraud_alert_without_answer_escalates_and_goes_by_sms_too(
-    settings, clock: ManualClock  # type: ignore[no-untyped-def]
+    settings,
+    clock: ManualClock,  # type: ignore[no-untyped-def]
 ) -> None:
     clock.set(T0)
     net = quiet_network(clock, plus_message_capable_rate=1.0, read_rate=0.0)
@@ -151,8 +167,9 @@ def test_no_delivery_within_ttl_falls_back_to_sms(settings, clock: ManualClock) 
     net = quiet_network(clock, plus_message_capable_rate=1.0, delivery_latency_s=10**7)
     with Engine(settings, clock=clock, gateway=net) as engine:
         w = build(engine)
-        m = engine.request_notice(w.sender, w.accounts[0], "note", {"memo": "明細"},
-                                  idempotency_key="ttl")
+        m = engine.request_notice(
+            w.sender, w.accounts[0], "note", {"memo": "明細"}, idempotency_key="ttl"
+        )
         engine.sweep()
         clock.advance(engine.settings.delivery_ttl["normal"] + timedelta(seconds=1))
         engine.sweep()
@@ -168,17 +185,24 @@ def test_broadcast_safety_check_with_replies_and_urgent_first(
     clock.set(T0)
     w = build(engine)
     accounts = w.accounts + [
-        engine.register_account("acme", f"B{i}", f"080-{1000 + i:04d}-{i:04d}", f"客{i}",
-                                carrier="docomo")
+        engine.register_account(
+            "acme", f"B{i}", f"080-{1000 + i:04d}-{i:04d}", f"客{i}", carrier="docomo"
+        )
         for i in range(60)
     ]
-    bid = engine.start_broadcast(w.sender, "earthquake-drill", "safety_check", accounts,
-                                 urgency="normal")
+    bid = engine.start_broadcast(
+        w.sender, "earthquake-drill", "safety_check", accounts, urgency="normal"
+    )
     assert engine.start_broadcast(w.sender, "earthquake-drill", "safety_check", accounts) == bid
     engine.flows.sweep(max_timers=1)  # expand one chunk ...
-    urgent = engine.request_notice(w.sender, w.accounts[0], "fraud_alert",
-                                   {"name": "山田", "last4": "1111", "amount": 1},
-                                   idempotency_key="urgent-during-broadcast", urgency="urgent")
+    urgent = engine.request_notice(
+        w.sender,
+        w.accounts[0],
+        "fraud_alert",
+        {"name": "山田", "last4": "1111", "amount": 1},
+        idempotency_key="urgent-during-broadcast",
+        urgency="urgent",
+    )
     network.submitted.clear()
     engine.dispatch(limit=1)  # ... the urgent notice goes before the queued bulk
     assert network.submitted[0].reference == f"{urgent.id.hex}:1"
@@ -188,18 +212,23 @@ def test_broadcast_safety_check_with_replies_and_urgent_first(
     assert report["recipients"] == 63 and report["messages_created"] == 63 and report["expanded"]
     ids = engine.messages(correlation_id=f"broadcast:{bid.hex}")
     assert len(ids) == 63
-    engine.handle_report(StatusReport(f"{ids[0].hex}:1", "reply", clock.now(), text="無事です",
-                                      postback="無事です"))
-    engine.handle_report(StatusReport(f"{ids[1].hex}:1", "reply", clock.now(),
-                                      text="助けが必要", postback="助けが必要"))
+    engine.handle_report(
+        StatusReport(f"{ids[0].hex}:1", "reply", clock.now(), text="無事です", postback="無事です")
+    )
+    engine.handle_report(
+        StatusReport(
+            f"{ids[1].hex}:1", "reply", clock.now(), text="助けが必要", postback="助けが必要"
+        )
+    )
     assert engine.broadcast_report(bid)["replies"] == {"safe": 1, "need_help": 1}
 
 
 def test_opt_out_by_reply_withdraws_and_confirms_once(engine: Engine, clock: ManualClock) -> None:
     clock.set(T0)
     w = build(engine)
-    engine.grant_consent(w.accounts[0], w.sender, "marketing", source="web", wording="v3",
-                         by="山田")
+    engine.grant_consent(
+        w.accounts[0], w.sender, "marketing", source="web", wording="v3", by="山田"
+    )
     m = engine.request_notice(w.sender, w.accounts[0], "campaign", idempotency_key="mk")
     engine.dispatch()
     for text in ("停止", "STOP"):
@@ -219,18 +248,35 @@ def test_webhook_is_authenticated_idempotent_and_keeps_orphans(settings, clock) 
     s = settings.model_copy(update={"webhook_secret": "s3cret-s3cret-s3cret"})
     with Engine(s, clock=clock) as engine:
         w = build(engine)
-        m = engine.request_notice(w.sender, w.accounts[0], "note", {"memo": "x"},
-                                  idempotency_key="wh")
+        m = engine.request_notice(
+            w.sender, w.accounts[0], "note", {"memo": "x"}, idempotency_key="wh"
+        )
         engine.dispatch()
-        body = json.dumps({"messages": {"msg": [
-            {"received": "2026-04-01T01:00:05Z", "to": "0031600000000",
-             "reference": f"{m.id.hex}:1", "status": {"code": 2}},
-            {"received": "2026-04-01T01:00:06Z", "to": "0031600000000",
-             "reference": "0" * 32 + ":1", "status": {"code": 2}},
-        ]}}).encode()
+        body = json.dumps(
+            {
+                "messages": {
+                    "msg": [
+                        {
+                            "received": "2026-04-01T01:00:05Z",
+                            "to": "0031600000000",
+                            "reference": f"{m.id.hex}:1",
+                            "status": {"code": 2},
+                        },
+                        {
+                            "received": "2026-04-01T01:00:06Z",
+                            "to": "0031600000000",
+                            "reference": "0" * 32 + ":1",
+                            "status": {"code": 2},
+                        },
+                    ]
+                }
+            }
+        ).encode()
         ts = int(clock.now().timestamp())
-        headers = {"content-type": "application/json",
-                   "x-tsuchi-signature": sign(body, "s3cret-s3cret-s3cret", ts)}
+        headers = {
+            "content-type": "application/json",
+            "x-tsuchi-signature": sign(body, "s3cret-s3cret-s3cret", ts),
+        }
         first = engine.handle_webhook(headers, body)
         assert (first.accepted, first.orphans) == (1, 1)
         second = engine.handle_webhook(headers, body)

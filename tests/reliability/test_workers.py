@@ -80,9 +80,11 @@ def test_sigkill_during_broadcast_loses_nothing_and_duplicates_nothing(tmp_path:
                 if report["expanded"] and e.pending_dispatch() == 0:
                     break
                 time.sleep(1.0)
+            t_stop = time.monotonic()
             final.send_signal(signal.SIGTERM)
             final.wait(timeout=60)
             assert final.returncode == 0
+            assert time.monotonic() - t_stop < 20  # in-flight work finishes promptly
             report = e.broadcast_report(bid)
             assert report["expanded"] and report["messages_created"] == n
             with e.store.session(commit=False) as s:

@@ -281,7 +281,7 @@ class CMGateway:
         self.close()
 
     # -- Gateway port ---------------------------------------------------------------------------
-    def poll_reports(self, until: datetime) -> list[StatusReport]:
+    def poll_reports(self, until: datetime, limit: int = 1000) -> list[StatusReport]:
         """CM pushes reports to the status webhook; nothing to poll."""
         return []
 

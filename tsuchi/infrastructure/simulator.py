@@ -119,10 +119,10 @@ class SimulatedCarrierNetwork:
             accepted = {s.reference for s in self.submitted}
         return {r for r in references if r in accepted}
 
-    def poll_reports(self, until: datetime) -> list[StatusReport]:
-        out = []
+    def poll_reports(self, until: datetime, limit: int = 1000) -> list[StatusReport]:
+        out: list[StatusReport] = []
         with self._lock:
-            while self._queue and self._queue[0][0] <= until:
+            while self._queue and self._queue[0][0] <= until and len(out) < limit:
                 out.append(heapq.heappop(self._queue)[2])
         return out
 
