@@ -1579,9 +1579,12 @@ class Engine:
             self._delivery_report = DeliveryReport(self.store)
         return self._delivery_report
 
-    def catch_up_projections(self) -> int:
-        """Bring the delivery report and the audit chain up to the event log."""
-        return self.delivery_report.catch_up() + self.audit.catch_up()
+    def catch_up_projections(self, max_events: int | None = None) -> int:
+        """Bring the delivery report and the audit chain up to the event log
+        (or about ``max_events`` further each, for a bounded worker job)."""
+        return self.delivery_report.catch_up(max_events=max_events) + self.audit.catch_up(
+            max_events=max_events
+        )
 
     def audit_checkpoint(self) -> None:
         """Extend the hash chain and sign a checkpoint (a periodic worker job)."""

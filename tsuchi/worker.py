@@ -75,8 +75,8 @@ class Worker:
             try:
                 if job == "sweep":
                     self.sweep()
-                elif job == "projections":
-                    self.engine.catch_up_projections()
+                elif job == "projections":  # bounded: a stop request never waits long
+                    self.engine.catch_up_projections(max_events=2000)
                 elif job == "checkpoint":
                     self.checkpoint()
                 elif job == "daily_report":

@@ -332,9 +332,10 @@ class AuditTrail:
         return cast(Table, record_cls.__table__)
 
     # -- chain extension ---------------------------------------------------------------
-    def catch_up(self, batch: int = 1000) -> int:
-        """Chain every event not chained yet, in notification order; returns how
-        many.  Each batch commits with its position: exactly once."""
+    def catch_up(self, batch: int = 1000, max_events: int | None = None) -> int:
+        """Chain every event not chained yet (or about ``max_events``), in
+        notification order; returns how many.  Each batch commits with its
+        position: exactly once."""
         if batch < 1:
             raise InvalidInput("batch", "must be at least 1")
         _ = self.origin
@@ -349,7 +350,7 @@ class AuditTrail:
             except (sa_exc.OperationalError, ESOperationalError) as e:
                 raise TransientError(f"audit catch-up failed: {type(e).__name__}") from None
             total += n
-            if n < batch:
+            if n < batch or (max_events is not None and total >= max_events):
                 return total
 
     def _catch_up_batch(self, batch: int) -> int:

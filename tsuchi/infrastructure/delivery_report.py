@@ -337,9 +337,9 @@ class DeliveryReport:
         s.execute(delete(facts))
 
     # -- running -----------------------------------------------------------------------------
-    def catch_up(self, batch: int = 1000) -> int:
-        """Apply new events; returns how many events were read."""
-        return self.runner.catch_up(self, batch)
+    def catch_up(self, batch: int = 1000, max_events: int | None = None) -> int:
+        """Apply new events (about ``max_events`` at most); returns how many."""
+        return self.runner.catch_up(self, batch, max_events)
 
     def rebuild(self, batch: int = 1000) -> int:
         """Drop the view and its position and replay the whole log."""

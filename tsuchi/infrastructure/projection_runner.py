@@ -210,10 +210,12 @@ class ProjectionRunner:
         }
 
     # -- catch-up and rebuild ------------------------------------------------------------------
-    def catch_up(self, projection: Projection, batch: int = 1000) -> int:
-        """Apply every event after the projection's position, ``batch`` at a
-        time, each batch in one transaction with its new position.  Returns
-        how many events were applied."""
+    def catch_up(
+        self, projection: Projection, batch: int = 1000, max_events: int | None = None
+    ) -> int:
+        """Apply every event after the projection's position (or about
+        ``max_events`` of them), ``batch`` at a time, each batch in one
+        transaction with its new position.  Returns how many were applied."""
         if not isinstance(batch, int) or batch < 1:
             raise InvalidInput("batch", "must be at least 1")
         self.ensure(projection)
@@ -238,7 +240,7 @@ class ProjectionRunner:
                     f"projection {projection.name} catch-up failed: {type(e).__name__}"
                 ) from None
             total += n
-            if n < batch:
+            if n < batch or (max_events is not None and total >= max_events):
                 return total
 
     def _batch(self, projection: Projection, batch: int) -> int:
