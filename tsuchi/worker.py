@@ -181,6 +181,7 @@ class Worker:
             self._stop.wait(max_seconds)
         finally:
             self._stop.set()
+            scheduler.pause()  # no new job starts while the ones in flight finish
             scheduler.shutdown(wait=True)
             with self._busy:  # the sweep in flight, if any, has finished
                 pass

@@ -124,20 +124,20 @@ def test_sigkill_during_dispatch_never_loses_or_duplicates(tmp_path: Path) -> No
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
             cm.script.clear()
+            log_path = tmp_path / "final.log"  # a file: an unread pipe could block the worker
             final = subprocess.Popen(
                 [*WORKER, "--db", db, "--keys", str(keys), "--max-seconds", "120"],
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+                stderr=log_path.open("w"),
             )
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and e.pending_dispatch():
                 time.sleep(0.5)
             time.sleep(1.5)  # leases of the last killed worker run out and reconcile
             final.send_signal(signal.SIGTERM)
-            _, err = final.communicate(timeout=60)
-            assert final.returncode == 0, err[-2000:]
+            final.wait(timeout=60)
+            assert final.returncode == 0, log_path.read_text()[-2000:]
             with e.store.session(commit=False) as s:
                 left = s.execute(select(func.count()).select_from(outbox)).scalar_one()
             assert left == 0
