@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -16,7 +18,7 @@ def test_readme_has_python_examples() -> None:
     assert len(python_blocks()) >= 2
 
 
-def test_readme_python_blocks_run(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_readme_python_blocks_run(capsys: pytest.CaptureFixture[str]) -> None:
     namespace: dict[str, object] = {"__name__": "readme"}
     for block in python_blocks():
         exec(compile(block, str(README), "exec"), namespace)

@@ -5,7 +5,7 @@ grants, withdrawals, requests, dispatches and time."""
 from __future__ import annotations
 
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,7 @@ def check_sequence(url: str, keys: Path, ops: list[tuple[str, int]]) -> None:
     ) as e:
         w = build(e)
         e.set_frequency_cap(w.sender, per_day=5, per_week=20)
-        submitted_at: dict[str, object] = {}
+        submitted_at: dict[str, datetime] = {}
         for n, (op, who) in enumerate(ops):
             account = w.accounts[who]
             clock.advance(timedelta(seconds=1))
@@ -68,7 +68,7 @@ def check_sequence(url: str, keys: Path, ops: list[tuple[str, int]]) -> None:
             with e.store.session(commit=False):
                 c = e._find(Consent, consent_id(msg.account_id, msg.sender_id, msg.purpose))
             assert c is not None, "marketing submitted without any consent record"
-            state = c.state_at(submitted_at[sub.reference])  # type: ignore[arg-type]
+            state = c.state_at(submitted_at[sub.reference])
             assert state is not None and state.action == "granted"
 
 
