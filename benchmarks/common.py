@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import Insert, create_engine, event, insert, text
 
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
 from tsuchi.domain.account import Account
@@ -443,7 +443,8 @@ class TxPattern:
 
 class TxProbe:
     """Counts events inserted into ``tsuchi_events`` per committed transaction,
-    with SQLAlchemy listeners (no change to tsuchi)."""
+    with SQLAlchemy engine listeners (no change to tsuchi): every ``INSERT``
+    statement on the events table, however many rows it carries."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -453,15 +454,27 @@ class TxProbe:
         self.pattern = TxPattern()
         self.active = False
         self._lock = threading.Lock()
-        event.listen(record_cls, "after_insert", self._after_insert)
+        self.table = record_cls.__table__
+        event.listen(self.sa, "after_execute", self._after_execute)
         event.listen(self.sa, "commit", self._commit)
         event.listen(self.sa, "rollback", self._rollback)
 
-    def _after_insert(self, _mapper: Any, connection: Any, target: Any) -> None:
-        if self.active:
-            pending = connection.info.setdefault("bench_events", [])
-            state = target.state
-            pending.append((str(target.originator_id), len(state) if state is not None else 0))
+    def _after_execute(
+        self,
+        conn: Any,
+        clause: Any,
+        multiparams: Any,
+        params: Any,
+        _options: Any,
+        _result: Any,
+    ) -> None:
+        if not self.active or not isinstance(clause, Insert) or clause.table is not self.table:
+            return
+        rows = multiparams if multiparams else [params]
+        pending = conn.info.setdefault("bench_events", [])
+        for row in rows:
+            state = row.get("state")
+            pending.append((str(row["originator_id"]), len(state) if state is not None else 0))
 
     def _commit(self, conn: Any) -> None:
         pending = conn.info.pop("bench_events", None)
@@ -482,7 +495,7 @@ class TxProbe:
             self.active = False
 
     def close(self) -> None:
-        event.remove(self.record_cls, "after_insert", self._after_insert)
+        event.remove(self.sa, "after_execute", self._after_execute)
         event.remove(self.sa, "commit", self._commit)
         event.remove(self.sa, "rollback", self._rollback)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy import (
     CursorResult,
+    Select,
     bindparam,
     case,
     create_engine,
@@ -78,6 +78,8 @@ from tsuchi.errors import (
     UnknownTemplate,
 )
 from tsuchi.flows import DeadlineSpec, Flows, SweepStats
+from tsuchi.infrastructure import timers as timers_table
+from tsuchi.infrastructure.aggregate_cache import AggregateCache
 from tsuchi.infrastructure.audit import AuditTrail
 from tsuchi.infrastructure.clock import SystemClock
 from tsuchi.infrastructure.crypto import (
@@ -89,6 +91,7 @@ from tsuchi.infrastructure.crypto import (
     staged_kek,
 )
 from tsuchi.infrastructure.delivery_report import DeliveryReport
+from tsuchi.infrastructure.recorder import CoreApplicationRecorder
 from tsuchi.infrastructure.simulator import SimulatedCarrierNetwork
 from tsuchi.infrastructure.store import EventStore
 from tsuchi.infrastructure.tables import (
@@ -112,7 +115,19 @@ from tsuchi.settings import Settings, normalise_database_url
 log = logging.getLogger("tsuchi")
 
 _UOW: ContextVar[dict[UUID, object] | None] = ContextVar("tsuchi_unit_of_work", default=None)
-_DIRTY: ContextVar[dict[UUID, Message] | None] = ContextVar("tsuchi_dirty", default=None)
+
+
+@dataclass
+class _Dirty:
+    """Messages a unit of work created or changed: saved in one statement and
+    projected in one batch when the unit ends."""
+
+    messages: dict[UUID, Message] = field(default_factory=dict)
+    new: set[UUID] = field(default_factory=set)
+    timers: list[tuple[str, str, datetime, dict[str, Any]]] = field(default_factory=list)
+
+
+_DIRTY: ContextVar[_Dirty | None] = ContextVar("tsuchi_dirty", default=None)
 _MISSING = object()
 
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
@@ -146,6 +161,40 @@ _VIEW_UPDATE = (
     .where(message_view.c.message_id == bindparam("mid"))
     .values({c.name: bindparam(c.name) for c in message_view.c if c.name != "message_id"})
 )
+# Statements of the hot paths, built once (building and caching a statement per
+# call costs more than SQLite executing it).
+_VIEW_INSERT = insert(message_view)
+_VIEW_KNOWN = select(message_view.c.message_id).where(message_view.c.message_id == bindparam("mid"))
+_OUTBOX_INSERT = insert(outbox)
+_OUTBOX_ROW = (outbox.c.message_id == bindparam("mid"), outbox.c.attempt == bindparam("att"))
+_OUTBOX_DELETE = delete(outbox).where(*_OUTBOX_ROW)
+_OUTBOX_DELETE_ALL = delete(outbox).where(outbox.c.message_id == bindparam("mid"))
+_OUTBOX_CLAIM = (
+    update(outbox)
+    .where(*_OUTBOX_ROW)
+    .values(claimed_by=bindparam("by"), claimed_at=bindparam("at"))
+)
+_OUTBOX_SUBMITTING = update(outbox).where(*_OUTBOX_ROW).values(submitting_at=bindparam("at"))
+
+
+def _claim_query(max_priority: int | None, postgres: bool) -> Select[Any]:
+    q = (
+        select(outbox.c.message_id, outbox.c.attempt, outbox.c.submitting_at)
+        .where(
+            (outbox.c.claimed_by.is_(None)) | (outbox.c.claimed_at < bindparam("stale_before")),
+            outbox.c.due_at <= bindparam("now"),
+        )
+        .order_by(outbox.c.priority, outbox.c.due_at)
+        .limit(bindparam("lim"))
+    )
+    if max_priority is not None:
+        q = q.where(outbox.c.priority <= max_priority)
+    if postgres:
+        q = q.with_for_update(skip_locked=True)
+    return q
+
+
+_CLAIM_QUERIES = {(p, pg): _claim_query(p, pg) for p in (None, 0) for pg in (False, True)}
 
 
 def _code(value: Any, field_name: str) -> str:
@@ -293,7 +342,9 @@ class Engine:
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
         self._owns_engine = url is not None
-        self._shared: dict[UUID, tuple[int, object]] = {}
+        self._cache = AggregateCache(
+            self.settings.aggregate_cache_size, self.settings.aggregate_cache_ttl.total_seconds()
+        )
         self.store.saved_hook = self._remember
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
         self.flows = Flows(self)
@@ -360,6 +411,13 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def drop_caches(self) -> None:
+        """Forget cached data keys and aggregate states: the next reads decrypt
+        and rebuild from the database (after restoring a backup, or to check
+        stored events as they are now)."""
+        self.store.keys.clear_cache()
+        self._cache.clear()
+
     def now(self) -> datetime:
         return _aware(self.clock.now())
 
@@ -380,14 +438,16 @@ class Engine:
         attempts = 1 if nested else 4
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            dirty: dict[UUID, Message] = {}
+            dirty = _Dirty()
             token = _DIRTY.set(dirty) if not nested else None
             try:
                 with self._identity_map(), self.store.session(commit=True) as s:
                     result = fn(s)
-                    if dirty:  # messages touched by the unit: one save, one view update
-                        self.store.save(*dirty.values())
-                        self._project_many(s, list(dirty.values()))
+                    if dirty.timers:
+                        timers_table.schedule(s, dirty.timers)
+                    if dirty.messages:  # touched by the unit: one save, one view batch
+                        self.store.save(*dirty.messages.values())
+                        self._project_many(s, list(dirty.messages.values()), dirty.new)
                     return result
             except IntegrityError:
                 if last:
@@ -420,13 +480,44 @@ class Engine:
         return agg if isinstance(agg, cls) else None
 
     def _load(self, aggregate_id: UUID) -> object | None:
-        shared = self._shared.get(aggregate_id)
-        if shared is not None and self.store.latest_version(aggregate_id) == shared[0]:
-            return copy.deepcopy(shared[1])
+        """From the committed-state cache brought up to date with the events
+        stored since (one query), or rebuilt from the event store."""
+        hit = self._cache.get(aggregate_id)
+        if hit is not None:
+            agg: object | None = hit[1]
+            for e in self.store.events.get(aggregate_id, gt=hit[0]):
+                agg = e.mutate(agg)  # type: ignore[attr-defined]
+            return agg
         try:
             return self.store.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def _prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Load many aggregates into the current identity map with one query
+        (cached states are brought up to date from the same rows)."""
+        uow = _UOW.get()
+        if uow is None:
+            return
+        wanted = [a for a in dict.fromkeys(aggregate_ids) if a not in uow]
+        if not wanted:
+            return
+        recorder = self.store.recorder
+        assert isinstance(recorder, CoreApplicationRecorder)
+        stored = recorder.select_events_of(wanted)
+        mapper = self.store.mapper
+        for aid in wanted:
+            rows = stored.get(aid)
+            if not rows:
+                uow[aid] = _MISSING
+                continue
+            hit = self._cache.get(aid)
+            agg: Any = hit[1] if hit is not None else None
+            after = hit[0] if hit is not None else 0
+            for se in rows:
+                if se.originator_version > after:
+                    agg = mapper.to_domain_event(se).mutate(agg)  # type: ignore[attr-defined]
+            uow[aid] = agg if agg is not None else _MISSING
 
     def _remember(self, objs: tuple[Any, ...]) -> None:
         """Saved aggregates are the current state for the rest of the unit."""
@@ -439,14 +530,17 @@ class Engine:
 
     @contextmanager
     def _identity_map(self) -> Iterator[dict[UUID, object]]:
-        """Scope of one identity map; on a clean exit that did not run inside
-        someone else's open transaction, senders and templates seen are
-        promoted to the process cache (they are committed state then)."""
+        """Scope of one identity map.  On a clean exit that did not run inside
+        someone else's open transaction (a host's session or
+        :meth:`transaction`), the aggregates it holds are committed state and
+        are promoted to the process cache."""
         current = _UOW.get()
         if current is not None:
             yield current
             return
-        outer_transaction = transactions.get(None) is not None
+        outer_transaction = (
+            transactions.get(None) is not None or self.store.datastore.scoped_session is not None
+        )
         uow: dict[UUID, object] = {}
         token = _UOW.set(uow)
         try:
@@ -455,8 +549,8 @@ class Engine:
             _UOW.reset(token)
         if not outer_transaction:
             for agg in uow.values():
-                if isinstance(agg, (Sender, Template)):
-                    self._shared[agg.id] = (int(agg.version), copy.deepcopy(agg))
+                if isinstance(agg, Aggregate) and not agg.pending_events:
+                    self._cache.put(agg.id, int(agg.version), agg)
 
     def _get(self, cls: type[T], aggregate_id: UUID, missing: Callable[[str], Exception]) -> T:
         agg = self._find(cls, aggregate_id)
@@ -961,8 +1055,9 @@ class Engine:
         mid = message_id(sender_id, idempotency_key)
 
         def run(s: Session) -> MessageView:
-            known = s.execute(
-                select(message_view.c.message_id).where(message_view.c.message_id == mid.hex)
+            uow = _UOW.get()
+            known = (uow is not None and mid in uow) or s.execute(
+                _VIEW_KNOWN, {"mid": mid.hex}
             ).first()
             existing = self._message(mid, required=False) if known else None
             if existing is not None:
@@ -1011,8 +1106,7 @@ class Engine:
                 bulk=priority == 2,
             )
             self._decide(s, msg, sender, account, now)
-            self.store.save(msg)
-            self._project(s, msg, new=True)
+            self._add_new(s, msg)
             return _message_view(msg)
 
         try:
@@ -1073,26 +1167,26 @@ class Engine:
         self, s: Session, msg: Message, attempt: int, due: datetime, claimed_by: str | None = None
     ) -> None:
         s.execute(
-            insert(outbox).values(
-                message_id=msg.id.hex,
-                attempt=attempt,
-                priority=2 if msg.bulk else PRIORITY[msg.urgency],
-                due_at=due,
-                claimed_by=claimed_by,
-                claimed_at=due if claimed_by else None,
-            )
+            _OUTBOX_INSERT,
+            {
+                "message_id": msg.id.hex,
+                "attempt": attempt,
+                "priority": 2 if msg.bulk else PRIORITY[msg.urgency],
+                "due_at": due,
+                "claimed_by": claimed_by,
+                "claimed_at": due if claimed_by else None,
+                "submitting_at": None,
+            },
         )
 
     def _project(self, s: Session, msg: Message, new: bool = False) -> None:
         row = message_row(msg, self.now())
         if new:
-            s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
+            s.execute(_VIEW_INSERT, {"message_id": msg.id.hex, **row})
             return
-        result = s.execute(
-            update(message_view).where(message_view.c.message_id == msg.id.hex).values(**row)
-        )
+        result = s.execute(_VIEW_UPDATE, {"mid": msg.id.hex, **row})
         if not cast("CursorResult[Any]", result).rowcount:
-            s.execute(insert(message_view).values(message_id=msg.id.hex, **row))
+            s.execute(_VIEW_INSERT, {"message_id": msg.id.hex, **row})
 
     def _touch(self, s: Session, m: Message) -> None:
         """Save a changed message and update its view: at the end of the
@@ -1103,14 +1197,44 @@ class Engine:
             self.store.save(m)
             self._project(s, m)
         else:
-            dirty[m.id] = m
+            dirty.messages[m.id] = m
 
-    def _project_many(self, s: Session, msgs: list[Message]) -> None:
+    def _schedule(self, s: Session, items: list[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+        """Schedule timers: with the unit of work's other timers in one
+        statement at its end, or now when there is no such unit."""
+        dirty = _DIRTY.get()
+        if dirty is None:
+            timers_table.schedule(s, items)
+        else:
+            dirty.timers.extend(items)
+
+    def _add_new(self, s: Session, m: Message) -> None:
+        """Like :meth:`_touch`, for a message just created."""
+        dirty = _DIRTY.get()
+        if dirty is None:
+            self.store.save(m)
+            self._project(s, m, new=True)
+            return
+        dirty.messages[m.id] = m
+        dirty.new.add(m.id)
+        uow = _UOW.get()
+        if uow is not None:
+            uow[m.id] = m
+
+    def _project_many(self, s: Session, msgs: list[Message], new: set[UUID]) -> None:
         now = self.now()
-        rows = [{"mid": m.id.hex, **message_row(m, now)} for m in msgs]
+        if new:
+            s.execute(
+                _VIEW_INSERT,
+                [{"message_id": m.id.hex, **message_row(m, now)} for m in msgs if m.id in new],
+            )
+        changed = [m for m in msgs if m.id not in new]
+        if not changed:
+            return
+        rows = [{"mid": m.id.hex, **message_row(m, now)} for m in changed]
         result = s.execute(_VIEW_UPDATE, rows)
         if cast("CursorResult[Any]", result).rowcount != len(rows):
-            for m in msgs:  # some rows were missing: upsert one by one
+            for m in changed:  # some rows were missing: upsert one by one
                 self._project(s, m)
 
     def _message(self, mid: UUID, required: bool = True) -> Message | None:
@@ -1174,27 +1298,14 @@ class Engine:
         stale_before = now - self.settings.timer_lease
 
         def run(s: Session) -> list[tuple[str, int]]:
-            q = (
-                select(outbox.c.message_id, outbox.c.attempt, outbox.c.submitting_at)
-                .where(
-                    (outbox.c.claimed_by.is_(None)) | (outbox.c.claimed_at < stale_before),
-                    outbox.c.due_at <= now,
-                )
-                .order_by(outbox.c.priority, outbox.c.due_at)
-                .limit(limit)
-            )
-            if max_priority is not None:
-                q = q.where(outbox.c.priority <= max_priority)
-            if s.get_bind().dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            rows = s.execute(q).all()
+            q = _CLAIM_QUERIES[(max_priority, s.get_bind().dialect.name == "postgresql")]
+            rows = s.execute(q, {"stale_before": stale_before, "now": now, "lim": limit}).all()
             fresh = [(r[0], int(r[1])) for r in rows if r[2] is None]
             ambiguous = [(r[0], int(r[1])) for r in rows if r[2] is not None]
-            for mid, attempt in fresh:
+            if fresh:
                 s.execute(
-                    update(outbox)
-                    .where(outbox.c.message_id == mid, outbox.c.attempt == attempt)
-                    .values(claimed_by=worker, claimed_at=now)
+                    _OUTBOX_CLAIM,
+                    [{"mid": mid, "att": att, "by": worker, "at": now} for mid, att in fresh],
                 )
             if ambiguous:
                 fresh += self._reconcile(s, ambiguous, now)
@@ -1254,18 +1365,27 @@ class Engine:
         (the worker runs that often, beside the bulk work).  Returns how many
         submissions were made."""
         batch = limit or self.settings.dispatch_batch
-        claimed = self._claim(batch, max_priority=0 if urgent_only else None)
-        if not claimed:
-            return 0
-        ready: dict[tuple[str, int], dict[str, Any]] = self._unit(
-            lambda s: self._prepare(s, claimed)
-        )
-        subs: list[Submission] = []
-        with self._identity_map(), self.store.session(commit=False):
+
+        def claim_and_prepare(
+            s: Session,
+        ) -> tuple[dict[tuple[str, int], dict[str, Any]], list[Submission]]:
+            claimed = self._claim(batch, max_priority=0 if urgent_only else None)
+            if not claimed:
+                return {}, []
+            self._prefetch([UUID(hex=mid_hex) for mid_hex, _ in claimed])
+            ready = self._prepare(s, claimed)
+            subs: list[Submission] = []
             for mid_hex, attempt in ready:
                 sub = self._build_submission(UUID(hex=mid_hex), attempt)
                 if sub is not None:
                     subs.append(sub)
+            return ready, subs
+
+        # One transaction claims, re-checks consent, marks the rows as being
+        # submitted and reads what to send; the gateway is called after it commits.
+        ready, subs = self._unit(claim_and_prepare)
+        if not ready:
+            return 0
         try:
             results = self.gateway.submit(subs) if subs else []
         except Exception:
@@ -1288,12 +1408,10 @@ class Engine:
         by_ref = {r.reference: r for r in results}
 
         def record(s: Session) -> None:
+            self._prefetch([UUID(hex=mid_hex) for mid_hex, _ in ready])
+            if ready:
+                s.execute(_OUTBOX_DELETE, [{"mid": mid_hex, "att": att} for mid_hex, att in ready])
             for (mid_hex, attempt), basis in ready.items():
-                s.execute(
-                    delete(outbox).where(
-                        outbox.c.message_id == mid_hex, outbox.c.attempt == attempt
-                    )
-                )
                 res = by_ref.get(f"{mid_hex}:{attempt}")
                 if res is None:
                     continue
@@ -1324,9 +1442,8 @@ class Engine:
         for mid_hex, attempt in claimed:
             m = self._message(UUID(hex=mid_hex))
             assert m is not None
-            key = outbox.c.message_id == mid_hex, outbox.c.attempt == attempt
             if attempt == 0:  # a deferred message's timer
-                s.execute(delete(outbox).where(*key))
+                s.execute(_OUTBOX_DELETE, {"mid": mid_hex, "att": 0})
                 if m.status is not MessageStatus.DEFERRED:
                     continue
                 self._decide(s, m, self._sender(m.sender_id), self._account(m.account_id), now)
@@ -1336,9 +1453,8 @@ class Engine:
                     continue
                 attempt = 1
                 s.execute(
-                    update(outbox)
-                    .where(outbox.c.message_id == mid_hex, outbox.c.attempt == 1)
-                    .values(claimed_by=self.settings.worker_id, claimed_at=now)
+                    _OUTBOX_CLAIM,
+                    {"mid": mid_hex, "att": 1, "by": self.settings.worker_id, "at": now},
                 )
             cur = m.current
             if cur is None or cur.number != attempt or cur.status is not MessageStatus.ROUTED:
@@ -1348,13 +1464,13 @@ class Engine:
                 m.cancel(f"{decision.reason}_before_send", now)
                 self.store.save(m)
                 self._project(s, m)
-                s.execute(delete(outbox).where(outbox.c.message_id == mid_hex))
+                s.execute(_OUTBOX_DELETE_ALL, {"mid": mid_hex})
                 continue
             ready[(mid_hex, attempt)] = decision.basis
+        if ready:
             s.execute(
-                update(outbox)
-                .where(outbox.c.message_id == mid_hex, outbox.c.attempt == attempt)
-                .values(submitting_at=now)
+                _OUTBOX_SUBMITTING,
+                [{"mid": mid_hex, "att": att, "at": now} for mid_hex, att in ready],
             )
         return ready
 
@@ -1634,6 +1750,7 @@ class Engine:
 
         cancelled = self._unit(run)
         self.store.keys.forget(account_id)
+        self._cache.clear()  # no decrypted state of the customer stays in memory
         self.store.compact_after_erasure()
         log.info("account %s erased; %d pending messages cancelled", account_id, cancelled)
         return cancelled

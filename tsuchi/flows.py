@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tsuchi.domain.broadcast import Broadcast, broadcast_id
@@ -57,6 +57,16 @@ class SweepStats:
     late: int = 0
     submitted: int = 0
     reports: int = 0
+
+
+_RECIPIENT_DONE = (
+    update(broadcast_recipients)
+    .where(
+        broadcast_recipients.c.broadcast_id == bindparam("bid"),
+        broadcast_recipients.c.account_id == bindparam("aid"),
+    )
+    .values(message_id=bindparam("mid"))
+)
 
 
 class Flows:
@@ -131,7 +141,7 @@ class Flows:
             return
         if cur.channel is not Channel.PLUS_MESSAGE:
             # SMS final reports can take up to 72 h; after that the attempt expires.
-            timers.schedule(
+            self.e._schedule(
                 s,
                 [
                     (
@@ -161,7 +171,7 @@ class Flows:
                     {"message_id": m.id.hex, "attempt": attempt},
                 )
             )
-        timers.schedule(s, items)
+        self.e._schedule(s, items)
 
     def _attempt_message(self, t: timers.Timer) -> tuple[Message, int] | None:
         m = self.e._message(UUID(hex=t.payload["message_id"]), required=False)
@@ -525,6 +535,8 @@ class Flows:
             .order_by(broadcast_recipients.c.seq)
             .limit(EXPAND_CHUNK)
         ).all()
+        self.e._prefetch([UUID(hex=r[0]) for r in rows])
+        done: list[dict[str, str]] = []
         for account_hex, _seq in rows:
             try:
                 view = self.e.request_notice(
@@ -541,14 +553,9 @@ class Flows:
                 mid = view.id.hex
             except (UnknownAccount, RuleViolation) as err:
                 mid = f"skipped:{type(err).__name__}"[:32]
-            s.execute(
-                update(broadcast_recipients)
-                .where(
-                    broadcast_recipients.c.broadcast_id == bid.hex,
-                    broadcast_recipients.c.account_id == account_hex,
-                )
-                .values(message_id=mid)
-            )
+            done.append({"bid": bid.hex, "aid": account_hex, "mid": mid})
+        if done:
+            s.execute(_RECIPIENT_DONE, done)
         if len(rows) < EXPAND_CHUNK:
             b.mark_expanded(b.recipients, self.e.now())
             self.e.store.save(b)

@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     sms_max_parts: int = Field(default=10, ge=1, le=255)
     dispatch_batch: int = Field(default=100, ge=1, le=100)
     worker_id: str = "worker-1"
+    aggregate_cache_size: int = Field(
+        default=20_000,
+        ge=0,
+        description="Committed aggregate states kept in memory per engine (0 disables).",
+    )
+    aggregate_cache_ttl: timedelta = Field(
+        default=timedelta(seconds=60),
+        description=(
+            "How long a cached state is used (it is always brought up to date first); "
+            "bounds how long another process's erasure leaves decrypted data here."
+        ),
+    )
     quiet_hours_window: tuple[str, str] = Field(
         default=("08:00", "21:00"),
         description="Default recipient-local sending window for non-urgent notices.",

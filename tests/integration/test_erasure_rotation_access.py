@@ -118,7 +118,7 @@ def test_wrong_kek_for_rewrap_leaves_everything_as_it_was(engine: Engine) -> Non
     with pytest.raises(errors.KeyMaterialError):
         engine.rewrap_data_keys(LocalKMS(b"\x02" * 32))
     engine.store.keys.kek = engine.keyring.kek
-    engine.store.keys.clear_cache()
+    engine.drop_caches()
     assert engine.account(w.accounts[0]).name == NAMES[0]
 
 
@@ -126,7 +126,7 @@ def test_subject_key_rotation_for_new_writes(engine: Engine) -> None:
     w = build(engine)
     assert engine.rotate_subject_key(w.accounts[0]) == 2
     engine.change_mobile(w.accounts[0], "090-7777-8888", carrier="docomo")
-    engine.store.keys.clear_cache()
+    engine.drop_caches()
     assert engine.account(w.accounts[0]).mobile == "+819077778888"
     assert engine.account(w.accounts[0]).name == NAMES[0]  # written under key v1
     assert engine.find_accounts(mobile="09077778888") == [w.accounts[0]]

@@ -104,7 +104,7 @@ def test_tampered_ciphertext_is_rejected(engine: Engine) -> None:
     blob[-1] ^= 0x01
     sealed["b"] = __import__("base64").b64encode(bytes(blob)).decode()
     _set_state(engine, row_id, json.dumps(doc).encode())
-    engine.store.keys.clear_cache()
+    engine.drop_caches()
     with pytest.raises(errors.CiphertextRejected):
         engine.account(w.accounts[0])
 
@@ -123,6 +123,7 @@ def test_moved_ciphertext_is_rejected(engine: Engine, move: str) -> None:
         d1["mobile"]["_data_"]["s"] = d0["mobile"]["_data_"]["s"]
         d0["mobile"] = d1["mobile"]
     _set_state(engine, id0, json.dumps(d0).encode())
+    engine.drop_caches()  # read the stored events as they are now
     with pytest.raises(errors.CiphertextRejected):
         engine.account(w.accounts[0])
 

@@ -84,3 +84,7 @@ class Account(Aggregate):
     def _erased(self, at: datetime, requested_by: str) -> None:
         self.erased = True
         self.closed = True
+        # A state that held the values in memory (a cached one) drops them too.
+        self.customer_ref = Personal(self.id, None)
+        self.mobile = Personal(self.id, None)
+        self.name = Personal(self.id, None)

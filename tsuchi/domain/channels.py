@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
@@ -103,6 +104,7 @@ class SmsCost:
     characters: int
 
 
+@lru_cache(maxsize=8192)
 def _gsm_septets(ch: str) -> int | None:
     try:
         return len(ch.encode("gsm03.38"))

@@ -10,6 +10,8 @@ or rolls back together, including the host's own rows.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +39,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from tsuchi.errors import KeyMaterialError, SchemaTooNew
 from tsuchi.infrastructure.crypto import DataKeyStore, KeyRing
 from tsuchi.infrastructure.mapper import DateAsISO, PersonalDataMapper, SealedAsDict
+from tsuchi.infrastructure.recorder import CoreApplicationRecorder
 from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metadata
 
 log = logging.getLogger("tsuchi.store")
@@ -65,6 +68,49 @@ def create_tables(engine: Engine, metadata_or_tables: MetaData | list[Table]) ->
         else:
             for table in metadata_or_tables:
                 table.create(conn, checkfirst=True)
+
+
+class FairLock:
+    """A first-come, first-served lock with ``Semaphore``'s acquire/release.
+
+    ``eventsourcing-sqlalchemy`` serialises a process's writing transactions
+    on a SQLite file with a ``threading.Semaphore``, which is not fair: a
+    thread that releases it and asks again at once (a worker going from one
+    unit of work to the next) usually wins, and another thread (a request
+    raising a fraud alert) can wait for seconds.  Here waiters are served in
+    arrival order, so a writer waits for at most the transactions already
+    queued before it."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            if not blocking:
+                return False
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        if gate.acquire(timeout=-1 if timeout is None else timeout):
+            return True  # handed over by release(): we hold the lock now
+        with self._mutex:
+            try:
+                self._waiters.remove(gate)
+            except ValueError:  # handed over just as the wait timed out: keep it
+                return True
+        return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # ownership passes directly
+            else:
+                self._held = False
 
 
 class EventStore(Application[UUID]):
@@ -99,6 +145,7 @@ class EventStore(Application[UUID]):
 
     def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         factory = SQLAlchemyFactory(env)
+        factory.application_recorder_class = CoreApplicationRecorder
         if self._url is not None and self._url.startswith("postgresql"):
             # Our own engine for PostgreSQL: connections are checked before use
             # (a restarted server or dropped connection heals without a restart)
@@ -117,6 +164,8 @@ class EventStore(Application[UUID]):
             factory.datastore = SQLAlchemyDatastore(
                 session_maker=sessionmaker(bind=self._host_engine)
             )
+        if factory.datastore.write_lock is not None:
+            factory.datastore.write_lock = FairLock()  # type: ignore[assignment]
         bind = factory.datastore.engine
         if isinstance(bind, Engine):
             if bind.dialect.name == "sqlite":

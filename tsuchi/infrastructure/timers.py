@@ -41,6 +41,12 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
+_SCHEDULE = {  # built once: statement construction costs more than the insert
+    pg: (pg_insert if pg else sqlite_insert)(timers).on_conflict_do_nothing(index_elements=["id"])
+    for pg in (False, True)
+}
+
+
 def schedule(session: Session, items: Iterable[tuple[str, str, datetime, dict[str, Any]]]) -> None:
     """Insert timers (id, kind, due_at, payload); existing ids are left as they are."""
     rows = [
@@ -49,12 +55,9 @@ def schedule(session: Session, items: Iterable[tuple[str, str, datetime, dict[st
     ]
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(timers)
+    stmt = _SCHEDULE[session.get_bind().dialect.name == "postgresql"]
     for start in range(0, len(rows), 5000):
-        session.execute(
-            stmt.on_conflict_do_nothing(index_elements=["id"]), rows[start : start + 5000]
-        )
+        session.execute(stmt, rows[start : start + 5000])
 
 
 def cancel(session: Session, ids: Sequence[str]) -> int:

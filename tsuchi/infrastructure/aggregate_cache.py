@@ -1,0 +1,88 @@
+"""A process cache of committed aggregate states.
+
+Rebuilding an aggregate from the event store (a query, then decoding,
+decrypting and applying every event) is most of what a notice costs: the
+same message, account, sender and template are read again by each step of
+its life (request, dispatch, each status report).  This cache keeps the
+state an aggregate had when a unit of work that read or wrote it committed,
+as a pickled snapshot with its version.  A load is then a query for the
+events stored *after* that version (normally none) and the decoding of the
+snapshot: never stale, because what other processes wrote since is read
+from the database and applied.
+
+Only committed states enter (the engine promotes them after its own commit;
+never inside a host's open transaction), each load gets its own copy, and
+entries expire after ``ttl`` seconds, which bounds how long decrypted
+personal data of a customer erased by *another* process can stay in this
+one's memory (an erasure in this process clears the cache at once).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+
+class AggregateCache:
+    """LRU of ``aggregate id -> (version, pickled state, expiry)``; thread-safe."""
+
+    def __init__(
+        self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[UUID, tuple[int, bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, aggregate_id: UUID) -> tuple[int, Any] | None:
+        """``(version, a private copy of the state)``, or None."""
+        if self.max_entries <= 0:
+            return None
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+            if entry is None or entry[2] < now:
+                if entry is not None:
+                    del self._entries[aggregate_id]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(aggregate_id)
+            self.hits += 1
+        return entry[0], pickle.loads(entry[1])  # noqa: S301 - our own bytes, never external
+
+    def put(self, aggregate_id: UUID, version: int, state: object) -> None:
+        """Keep ``state`` (committed at ``version``) unless a newer one is kept."""
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+            if entry is not None and entry[0] >= version:
+                return  # kept as is: its lifetime runs from when it was first kept
+        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+            if entry is not None and entry[0] > version:
+                return
+            self._entries[aggregate_id] = (version, blob, self._clock() + self.ttl)
+            self._entries.move_to_end(aggregate_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def discard(self, aggregate_id: UUID) -> None:
+        with self._lock:
+            self._entries.pop(aggregate_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
