@@ -125,10 +125,16 @@ class _Dirty:
     messages: dict[UUID, Message] = field(default_factory=dict)
     new: set[UUID] = field(default_factory=set)
     timers: list[tuple[str, str, datetime, dict[str, Any]]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 _DIRTY: ContextVar[_Dirty | None] = ContextVar("tsuchi_dirty", default=None)
 _MISSING = object()
+# Message bodies a unit of work already found valid (template, version, texts):
+# a broadcast renders the same bodies for every recipient.
+_CHECKED: ContextVar[set[tuple[UUID, int, str, str]] | None] = ContextVar(
+    "tsuchi_checked_bodies", default=None
+)
 
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,  # eventsourcing's
@@ -164,7 +170,6 @@ _VIEW_UPDATE = (
 # Statements of the hot paths, built once (building and caching a statement per
 # call costs more than SQLite executing it).
 _VIEW_INSERT = insert(message_view)
-_VIEW_KNOWN = select(message_view.c.message_id).where(message_view.c.message_id == bindparam("mid"))
 _OUTBOX_INSERT = insert(outbox)
 _OUTBOX_ROW = (outbox.c.message_id == bindparam("mid"), outbox.c.attempt == bindparam("att"))
 _OUTBOX_DELETE = delete(outbox).where(*_OUTBOX_ROW)
@@ -338,6 +343,7 @@ class Engine:
                 host_engine=sqlalchemy_engine,
                 host_session=session,
                 lock_timeout_ms=self.settings.db_lock_timeout_ms,
+                sqlite_synchronous=self.settings.sqlite_synchronous,
             )
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
@@ -443,6 +449,7 @@ class Engine:
             try:
                 with self._identity_map(), self.store.session(commit=True) as s:
                     result = fn(s)
+                    self._flush_outbox(s)
                     if dirty.timers:
                         timers_table.schedule(s, dirty.timers)
                     if dirty.messages:  # touched by the unit: one save, one view batch
@@ -504,16 +511,34 @@ class Engine:
             return
         recorder = self.store.recorder
         assert isinstance(recorder, CoreApplicationRecorder)
-        stored = recorder.select_events_of(wanted)
-        mapper = self.store.mapper
+        # Cached states need only a version check; the events are read for
+        # the others and for those that changed since they were cached.
+        hits = {aid: hit for aid in wanted if (hit := self._cache.peek_version(aid)) is not None}
+        versions = recorder.latest_versions(wanted) if hits else None
+        to_read: list[UUID] = []
         for aid in wanted:
+            if versions is not None and aid not in versions:
+                uow[aid] = _MISSING
+            elif versions is not None and versions[aid] == hits.get(aid):
+                cached = self._cache.get(aid)
+                if cached is not None and cached[0] == versions[aid]:
+                    uow[aid] = cached[1]
+                else:  # evicted or replaced meanwhile
+                    to_read.append(aid)
+            else:
+                to_read.append(aid)
+        if not to_read:
+            return
+        stored = recorder.select_events_of(to_read)
+        mapper = self.store.mapper
+        for aid in to_read:
             rows = stored.get(aid)
             if not rows:
                 uow[aid] = _MISSING
                 continue
-            hit = self._cache.get(aid)
-            agg: Any = hit[1] if hit is not None else None
-            after = hit[0] if hit is not None else 0
+            state = self._cache.get(aid)
+            agg: Any = state[1] if state is not None else None
+            after = state[0] if state is not None else 0
             for se in rows:
                 if se.originator_version > after:
                     agg = mapper.to_domain_event(se).mutate(agg)  # type: ignore[attr-defined]
@@ -543,10 +568,12 @@ class Engine:
         )
         uow: dict[UUID, object] = {}
         token = _UOW.set(uow)
+        checked = _CHECKED.set(set())
         try:
             yield uow
         finally:
             _UOW.reset(token)
+            _CHECKED.reset(checked)
         if not outer_transaction:
             for agg in uow.values():
                 if isinstance(agg, Aggregate) and not agg.pending_events:
@@ -1055,11 +1082,10 @@ class Engine:
         mid = message_id(sender_id, idempotency_key)
 
         def run(s: Session) -> MessageView:
-            uow = _UOW.get()
-            known = (uow is not None and mid in uow) or s.execute(
-                _VIEW_KNOWN, {"mid": mid.hex}
-            ).first()
-            existing = self._message(mid, required=False) if known else None
+            # One query reads the message (if the key was used), sender,
+            # template and account.
+            self._prefetch([mid, sender_id, template_id(sender_id, template), account_id])
+            existing = self._message(mid, required=False)
             if existing is not None:
                 if existing.account_id != account_id or existing.template_name != template:
                     raise IdempotencyConflict(
@@ -1078,12 +1104,15 @@ class Engine:
             stored = tpl.check_variables(version, values)
             for k, v in stored.items():
                 check_no_card_number(v, f"variables.{k}")
-            check_plus_message_body(
-                render(version.plus_message_text, version.variables, stored), version.suggestions
-            )
-            check_sms_body(
-                render(version.sms_text, version.variables, stored), self.settings.sms_max_parts
-            )
+            pm_text = render(version.plus_message_text, version.variables, stored)
+            sms_text = render(version.sms_text, version.variables, stored)
+            checked = _CHECKED.get()
+            key = (tpl.id, version.number, pm_text, sms_text)
+            if checked is None or key not in checked:
+                check_plus_message_body(pm_text, version.suggestions)
+                check_sms_body(sms_text, self.settings.sms_max_parts)
+                if checked is not None:  # the same bodies pass again (a broadcast)
+                    checked.add(key)
             event_vars: dict[str, str | Personal] = {
                 k: Personal(account_id, v) if version.variables[k].personal else v
                 for k, v in stored.items()
@@ -1166,18 +1195,28 @@ class Engine:
     def _enqueue(
         self, s: Session, msg: Message, attempt: int, due: datetime, claimed_by: str | None = None
     ) -> None:
-        s.execute(
-            _OUTBOX_INSERT,
-            {
-                "message_id": msg.id.hex,
-                "attempt": attempt,
-                "priority": 2 if msg.bulk else PRIORITY[msg.urgency],
-                "due_at": due,
-                "claimed_by": claimed_by,
-                "claimed_at": due if claimed_by else None,
-                "submitting_at": None,
-            },
-        )
+        row = {
+            "message_id": msg.id.hex,
+            "attempt": attempt,
+            "priority": 2 if msg.bulk else PRIORITY[msg.urgency],
+            "due_at": due,
+            "claimed_by": claimed_by,
+            "claimed_at": due if claimed_by else None,
+            "submitting_at": None,
+        }
+        dirty = _DIRTY.get()
+        if dirty is None:
+            s.execute(_OUTBOX_INSERT, row)
+        else:  # inserted with the unit's other rows (see _flush_outbox)
+            dirty.outbox.append(row)
+
+    def _flush_outbox(self, s: Session) -> None:
+        """Insert the outbox rows the unit of work queued; called at its end
+        and before anything in it reads or changes the outbox."""
+        dirty = _DIRTY.get()
+        if dirty is not None and dirty.outbox:
+            rows, dirty.outbox = dirty.outbox, []
+            s.execute(_OUTBOX_INSERT, rows)
 
     def _project(self, s: Session, msg: Message, new: bool = False) -> None:
         row = message_row(msg, self.now())
@@ -1272,13 +1311,14 @@ class Engine:
                 raise RuleViolation("submission_in_progress", "too late: it is being submitted")
             m.cancel(reason, self.now())
             self.store.save(m)
+            self._flush_outbox(s)
             s.execute(delete(outbox).where(outbox.c.message_id == m.id.hex))
             self._project(s, m)
 
         self._unit(run)
 
-    @staticmethod
-    def _submission_in_progress(s: Session, mid: UUID) -> bool:
+    def _submission_in_progress(self, s: Session, mid: UUID) -> bool:
+        self._flush_outbox(s)
         return (
             s.execute(
                 select(outbox.c.message_id).where(
@@ -1298,6 +1338,7 @@ class Engine:
         stale_before = now - self.settings.timer_lease
 
         def run(s: Session) -> list[tuple[str, int]]:
+            self._flush_outbox(s)
             q = _CLAIM_QUERIES[(max_priority, s.get_bind().dialect.name == "postgresql")]
             rows = s.execute(q, {"stale_before": stale_before, "now": now, "lim": limit}).all()
             fresh = [(r[0], int(r[1])) for r in rows if r[2] is None]
@@ -1372,7 +1413,7 @@ class Engine:
             claimed = self._claim(batch, max_priority=0 if urgent_only else None)
             if not claimed:
                 return {}, []
-            self._prefetch([UUID(hex=mid_hex) for mid_hex, _ in claimed])
+            self._prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in claimed])
             ready = self._prepare(s, claimed)
             subs: list[Submission] = []
             for mid_hex, attempt in ready:
@@ -1408,7 +1449,7 @@ class Engine:
         by_ref = {r.reference: r for r in results}
 
         def record(s: Session) -> None:
-            self._prefetch([UUID(hex=mid_hex) for mid_hex, _ in ready])
+            self._prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in ready])
             if ready:
                 s.execute(_OUTBOX_DELETE, [{"mid": mid_hex, "att": att} for mid_hex, att in ready])
             for (mid_hex, attempt), basis in ready.items():
@@ -1452,6 +1493,7 @@ class Engine:
                 if m.status not in (MessageStatus.ROUTED,):
                     continue
                 attempt = 1
+                self._flush_outbox(s)
                 s.execute(
                     _OUTBOX_CLAIM,
                     {"mid": mid_hex, "att": 1, "by": self.settings.worker_id, "at": now},
@@ -1524,6 +1566,7 @@ class Engine:
                 return total
 
             def apply(s: Session, chunk: list[StatusReport] = chunk) -> None:
+                self._prefetch_for_reports(chunk)
                 for r in chunk:
                     self._apply_report(s, r)
 
@@ -1531,6 +1574,33 @@ class Engine:
             total += len(chunk)
             if stop is not None and stop():
                 return total
+
+    def _prefetch_for_reports(self, reports: list[StatusReport]) -> None:
+        """The messages a batch of reports is about, and their accounts, in
+        two queries."""
+        mids: list[UUID] = []
+        for r in reports:
+            try:
+                mids.append(UUID(hex=r.reference.split(":")[0]))
+            except ValueError:
+                continue
+        self._prefetch_messages(mids)
+
+    def _prefetch_messages(self, mids: list[UUID]) -> None:
+        """Messages, then their accounts and the consents their purposes
+        need, into the identity map: two queries."""
+        self._prefetch(mids)
+        uow = _UOW.get()
+        if uow is not None:
+            msgs = [m for mid in mids if isinstance(m := uow.get(mid), Message)]
+            self._prefetch(
+                [m.account_id for m in msgs]
+                + [
+                    consent_id(m.account_id, m.sender_id, m.purpose)
+                    for m in msgs
+                    if m.purpose is not Purpose.SECURITY
+                ]
+            )
 
     def handle_report(self, report: StatusReport) -> bool:
         """Apply one inbound report (idempotent; never regresses status).
@@ -1721,6 +1791,7 @@ class Engine:
 
         def run(s: Session) -> int:
             a = self._account(account_id)
+            self._flush_outbox(s)
             pending = s.execute(
                 select(outbox.c.message_id)
                 .join(message_view, message_view.c.message_id == outbox.c.message_id)

@@ -20,9 +20,10 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tsuchi.domain.broadcast import Broadcast, broadcast_id
+from tsuchi.domain.consent import consent_id
 from tsuchi.domain.deadline import Deadline, deadline_id
 from tsuchi.domain.fraud import FraudCase, fraud_case_id
-from tsuchi.domain.message import Message
+from tsuchi.domain.message import Message, message_id
 from tsuchi.domain.values import Channel, MessageStatus, Purpose, Urgency
 from tsuchi.errors import InvalidInput, RuleViolation, TsuchiError, UnknownAccount
 from tsuchi.infrastructure import timers
@@ -535,7 +536,20 @@ class Flows:
             .order_by(broadcast_recipients.c.seq)
             .limit(EXPAND_CHUNK)
         ).all()
-        self.e._prefetch([UUID(hex=r[0]) for r in rows])
+        # One query for the chunk's accounts, their consents to the purpose
+        # and (after a crash) its messages.
+        tpl = self.e._template(b.sender_id, b.template, required=False)
+        purpose = tpl.purpose if tpl is not None else Purpose.SECURITY
+        accounts = [UUID(hex=r[0]) for r in rows]
+        self.e._prefetch(
+            accounts
+            + [message_id(b.sender_id, f"broadcast:{bid.hex}:{r[0]}") for r in rows]
+            + (
+                []
+                if purpose is Purpose.SECURITY
+                else [consent_id(a, b.sender_id, purpose) for a in accounts]
+            )
+        )
         done: list[dict[str, str]] = []
         for account_hex, _seq in rows:
             try:

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     simulator_seed: int = 0
     cm_product_token: str | None = Field(default=None, repr=False)
     cm_url: str | None = None
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description=(
+            "SQLite: FULL syncs the WAL at each commit, so an acknowledged notice survives a "
+            "power loss; NORMAL is faster but can lose the last commits (never corrupts)."
+        ),
+    )
     db_lock_timeout_ms: int = Field(
         default=10_000,
         ge=100,

@@ -22,7 +22,7 @@ ERASED: Final = "[erased]"
 """What an erased personal field reads as in reports."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Personal:
     """A personal value belonging to one data subject (a customer account)."""
 

@@ -61,6 +61,13 @@ class AggregateCache:
             self.hits += 1
         return entry[0], pickle.loads(entry[1])  # noqa: S301 - our own bytes, never external
 
+    def peek_version(self, aggregate_id: UUID) -> int | None:
+        """The version of the live entry for ``aggregate_id`` (no copy made)."""
+        entry = self._entries.get(aggregate_id)
+        if entry is None or entry[2] < self._clock():
+            return None
+        return entry[0]
+
     def put(self, aggregate_id: UUID, version: int, state: object) -> None:
         """Keep ``state`` (committed at ``version``) unless a newer one is kept."""
         if self.max_entries <= 0:

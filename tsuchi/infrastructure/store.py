@@ -45,12 +45,16 @@ from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metada
 log = logging.getLogger("tsuchi.store")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA secure_delete=ON")  # erased key bytes are overwritten
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA secure_delete=ON")  # erased key bytes are overwritten
+        # FULL (the default): a committed unit of work survives a power loss.
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.close()
+
+    return on_connect
 
 
 DDL_LOCK_KEY = 0x7473_7563_6869  # "tsuchi": serialises schema creation across processes
@@ -126,9 +130,13 @@ class EventStore(Application[UUID]):
         host_engine: Engine | None = None,
         host_session: scoped_session[Session] | None = None,
         lock_timeout_ms: int = 10_000,
+        sqlite_synchronous: str = "FULL",
     ) -> None:
         self._url = url
         self._lock_timeout_ms = lock_timeout_ms
+        if sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("sqlite_synchronous must be FULL or NORMAL")
+        self._sqlite_synchronous = sqlite_synchronous
         self._host_engine = host_engine
         self._host_session = host_session
         self.keys = DataKeyStore(keyring.kek, self.session)
@@ -169,7 +177,7 @@ class EventStore(Application[UUID]):
         bind = factory.datastore.engine
         if isinstance(bind, Engine):
             if bind.dialect.name == "sqlite":
-                event.listen(bind, "connect", _sqlite_pragmas)
+                event.listen(bind, "connect", _sqlite_pragmas(self._sqlite_synchronous))
             create_tables(bind, metadata)
         else:  # a host session bound to one connection: the host owns its transaction
             assert bind is not None
