@@ -130,6 +130,7 @@ class _Dirty:
 
 _DIRTY: ContextVar[_Dirty | None] = ContextVar("tsuchi_dirty", default=None)
 _MISSING = object()
+_ACCOUNT_ERASED: type = Account.Erased  # type: ignore[attr-defined]
 # Message bodies a unit of work already found valid (template, version, texts):
 # a broadcast renders the same bodies for every recipient.
 _CHECKED: ContextVar[set[tuple[UUID, int, str, str]] | None] = ContextVar(
@@ -344,12 +345,14 @@ class Engine:
                 host_session=session,
                 lock_timeout_ms=self.settings.db_lock_timeout_ms,
                 sqlite_synchronous=self.settings.sqlite_synchronous,
+                cache_ttl=self.settings.cache_ttl.total_seconds(),
             )
         except OperationalError as e:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
         self._owns_engine = url is not None
+        self._erasures_seen = 0
         self._cache = AggregateCache(
-            self.settings.aggregate_cache_size, self.settings.aggregate_cache_ttl.total_seconds()
+            self.settings.aggregate_cache_size, self.settings.cache_ttl.total_seconds()
         )
         self.store.saved_hook = self._remember
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
@@ -494,6 +497,7 @@ class Engine:
             agg: object | None = hit[1]
             for e in self.store.events.get(aggregate_id, gt=hit[0]):
                 agg = e.mutate(agg)  # type: ignore[attr-defined]
+                self._seen(e)
             return agg
         try:
             return self.store.repository.get(aggregate_id)
@@ -541,8 +545,20 @@ class Engine:
             after = state[0] if state is not None else 0
             for se in rows:
                 if se.originator_version > after:
-                    agg = mapper.to_domain_event(se).mutate(agg)  # type: ignore[attr-defined]
+                    e = mapper.to_domain_event(se)
+                    agg = e.mutate(agg)  # type: ignore[attr-defined]
+                    if state is not None:
+                        self._seen(e)
             uow[aid] = agg if agg is not None else _MISSING
+
+    def _seen(self, event: object) -> None:
+        """A cached state was brought up to date with ``event``: an erasure made
+        by another process means no decrypted state or key of that customer may
+        stay here (the whole cache goes; erasures are rare)."""
+        if isinstance(event, _ACCOUNT_ERASED):
+            self.store.keys.forget(getattr(event, "originator_id"))  # noqa: B009
+            self._cache.clear()
+            self._erasures_seen += 1  # units open now do not cache what they hold
 
     def _remember(self, objs: tuple[Any, ...]) -> None:
         """Saved aggregates are the current state for the rest of the unit."""
@@ -567,6 +583,7 @@ class Engine:
             transactions.get(None) is not None or self.store.datastore.scoped_session is not None
         )
         uow: dict[UUID, object] = {}
+        erasures = self._erasures_seen
         token = _UOW.set(uow)
         checked = _CHECKED.set(set())
         try:
@@ -574,7 +591,7 @@ class Engine:
         finally:
             _UOW.reset(token)
             _CHECKED.reset(checked)
-        if not outer_transaction:
+        if not outer_transaction and erasures == self._erasures_seen:
             for agg in uow.values():
                 if isinstance(agg, Aggregate) and not agg.pending_events:
                     self._cache.put(agg.id, int(agg.version), agg)
@@ -1822,6 +1839,7 @@ class Engine:
         cancelled = self._unit(run)
         self.store.keys.forget(account_id)
         self._cache.clear()  # no decrypted state of the customer stays in memory
+        self._erasures_seen += 1
         self.store.compact_after_erasure()
         log.info("account %s erased; %d pending messages cancelled", account_id, cancelled)
         return cancelled

@@ -69,11 +69,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Committed aggregate states kept in memory per engine (0 disables).",
     )
-    aggregate_cache_ttl: timedelta = Field(
+    cache_ttl: timedelta = Field(
         default=timedelta(seconds=60),
+        gt=timedelta(0),
         description=(
-            "How long a cached state is used (it is always brought up to date first); "
-            "bounds how long another process's erasure leaves decrypted data here."
+            "How long an unwrapped data key or a cached aggregate state is used (states "
+            "are always brought up to date first); bounds how long an erasure made by "
+            "another process leaves decryptable data in this one's memory."
         ),
     )
     quiet_hours_window: tuple[str, str] = Field(

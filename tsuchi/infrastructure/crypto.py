@@ -18,13 +18,15 @@ import hashlib
 import hmac
 import os
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from threading import Lock
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +38,9 @@ from sqlalchemy.orm import Session
 from tsuchi.errors import CiphertextRejected, KeyMaterialError
 from tsuchi.infrastructure.tables import data_keys
 from tsuchi.ports import KeyEncryptionKey
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 NONCE = 12
 
@@ -199,6 +204,42 @@ def _field_aad(subject: UUID, context: str) -> bytes:
     return b"tsuchi-pii/v1\0" + subject.bytes + b"\0" + context.encode()
 
 
+class _ExpiringMap(Generic[K, V]):
+    """A bounded LRU map whose entries expire ``ttl`` seconds after being set
+    (callers hold the lock)."""
+
+    def __init__(self, ttl: float | None, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if self.ttl is not None and item[1] < time.monotonic():
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def set(self, key: K, value: V) -> None:
+        expires = time.monotonic() + self.ttl if self.ttl is not None else 0.0
+        self._items[key] = (value, expires)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def keys(self) -> list[K]:
+        return list(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 class DataKeyStore:
     """Per-subject data keys in the database, wrapped by the KEK, cached in memory.
 
@@ -208,12 +249,22 @@ class DataKeyStore:
 
     ERASED = object()
 
-    def __init__(self, kek: KeyEncryptionKey, session: SessionFactory) -> None:
+    def __init__(
+        self,
+        kek: KeyEncryptionKey,
+        session: SessionFactory,
+        ttl: float | None = None,
+        max_entries: int = 100_000,
+    ) -> None:
         self.kek = kek
         self._session = session
         self._lock = Lock()
-        self._cache: dict[tuple[UUID, int], AESGCM | object] = {}
-        self._current: dict[UUID, int] = {}
+        # Unwrapped keys stay in memory at most ``ttl`` seconds: after an erasure
+        # made by another process, this one stops decrypting within that time.
+        self._cache: _ExpiringMap[tuple[UUID, int], AESGCM | object] = _ExpiringMap(
+            ttl, max_entries
+        )
+        self._current: _ExpiringMap[UUID, int] = _ExpiringMap(ttl, max_entries)
 
     # writes
     def create(self, subject: UUID, at: datetime, version: int = 1) -> None:
@@ -230,8 +281,8 @@ class DataKeyStore:
                 )
             )
         with self._lock:
-            self._cache[(subject, version)] = AESGCM(key)
-            self._current[subject] = version
+            self._cache.set((subject, version), AESGCM(key))
+            self._current.set(subject, version)
 
     def rotate_subject(self, subject: UUID, at: datetime) -> int:
         version = self.current_version(subject) + 1
@@ -252,9 +303,9 @@ class DataKeyStore:
 
     def forget(self, subject: UUID) -> None:
         with self._lock:
-            for k in [k for k in self._cache if k[0] == subject]:
-                del self._cache[k]
-            self._current.pop(subject, None)
+            for k in [k for k in self._cache.keys() if k[0] == subject]:
+                self._cache.pop(k)
+            self._current.pop(subject)
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -300,7 +351,7 @@ class DataKeyStore:
         if row is None:
             raise KeyMaterialError(f"no data key for subject {subject}")
         with self._lock:
-            self._current[subject] = int(row[0])
+            self._current.set(subject, int(row[0]))
         return int(row[0])
 
     def key(self, subject: UUID, version: int) -> AESGCM | None:
@@ -322,7 +373,7 @@ class DataKeyStore:
             else:
                 cached = AESGCM(self.kek.unwrap(bytes(row[0]), _wrap_aad(subject, version)))
             with self._lock:
-                self._cache[(subject, version)] = cached
+                self._cache.set((subject, version), cached)
         return cached if isinstance(cached, AESGCM) else None
 
     # field encryption

@@ -131,6 +131,7 @@ class EventStore(Application[UUID]):
         host_session: scoped_session[Session] | None = None,
         lock_timeout_ms: int = 10_000,
         sqlite_synchronous: str = "FULL",
+        cache_ttl: float | None = None,
     ) -> None:
         self._url = url
         self._lock_timeout_ms = lock_timeout_ms
@@ -139,7 +140,7 @@ class EventStore(Application[UUID]):
         self._sqlite_synchronous = sqlite_synchronous
         self._host_engine = host_engine
         self._host_session = host_session
-        self.keys = DataKeyStore(keyring.kek, self.session)
+        self.keys = DataKeyStore(keyring.kek, self.session, ttl=cache_ttl)
         self.saved_hook: Callable[[tuple[Any, ...]], None] | None = None
         env: dict[str, str] = {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"}
         if url is not None:
