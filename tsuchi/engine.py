@@ -504,9 +504,14 @@ class Engine:
         except AggregateNotFoundError:
             return None
 
-    def _prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
-        """Load many aggregates into the current identity map with one query
-        (cached states are brought up to date from the same rows)."""
+    def _prefetch(
+        self, aggregate_ids: Sequence[UUID], known: Mapping[UUID, object] | None = None
+    ) -> None:
+        """Load many aggregates into the current identity map: one version
+        query for those cached (or in ``known``: committed states this thread
+        holds from its previous unit of work, used as they are if unchanged),
+        one query for the events of the others."""
+        known = known or {}
         uow = _UOW.get()
         if uow is None:
             return
@@ -517,13 +522,21 @@ class Engine:
         assert isinstance(recorder, CoreApplicationRecorder)
         # Cached states need only a version check; the events are read for
         # the others and for those that changed since they were cached.
-        hits = {aid: hit for aid in wanted if (hit := self._cache.peek_version(aid)) is not None}
+        hits: dict[UUID, int] = {}
+        for aid in wanted:
+            held = known.get(aid)
+            v = int(held.version) if isinstance(held, Aggregate) else self._cache.peek_version(aid)
+            if v is not None:
+                hits[aid] = v
         versions = recorder.latest_versions(wanted) if hits else None
         to_read: list[UUID] = []
         for aid in wanted:
             if versions is not None and aid not in versions:
                 uow[aid] = _MISSING
             elif versions is not None and versions[aid] == hits.get(aid):
+                if aid in known:
+                    uow[aid] = known[aid]
+                    continue
                 cached = self._cache.get(aid)
                 if cached is not None and cached[0] == versions[aid]:
                     uow[aid] = cached[1]
@@ -1423,6 +1436,7 @@ class Engine:
         (the worker runs that often, beside the bulk work).  Returns how many
         submissions were made."""
         batch = limit or self.settings.dispatch_batch
+        held: dict[UUID, object] = {}  # committed states the recording step may reuse
 
         def claim_and_prepare(
             s: Session,
@@ -1437,6 +1451,8 @@ class Engine:
                 sub = self._build_submission(UUID(hex=mid_hex), attempt)
                 if sub is not None:
                     subs.append(sub)
+            held.clear()  # a retried unit starts again
+            held.update(_UOW.get() or {})
             return ready, subs
 
         # One transaction claims, re-checks consent, marks the rows as being
@@ -1465,8 +1481,16 @@ class Engine:
             raise
         by_ref = {r.reference: r for r in results}
 
+        # What this thread read or wrote in the committed unit above is the
+        # latest state unless a version query says otherwise.
+        known = {k: v for k, v in held.items() if isinstance(v, Aggregate) and not v.pending_events}
+
         def record(s: Session) -> None:
-            self._prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in ready])
+            # Only a first attempt may use them: a retried one could find them
+            # changed by the attempt that failed.
+            reuse = dict(known)
+            known.clear()
+            self._prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in ready], reuse)
             if ready:
                 s.execute(_OUTBOX_DELETE, [{"mid": mid_hex, "att": att} for mid_hex, att in ready])
             for (mid_hex, attempt), basis in ready.items():
@@ -1603,10 +1627,12 @@ class Engine:
                 continue
         self._prefetch_messages(mids)
 
-    def _prefetch_messages(self, mids: list[UUID]) -> None:
+    def _prefetch_messages(
+        self, mids: list[UUID], known: Mapping[UUID, object] | None = None
+    ) -> None:
         """Messages, then their accounts and the consents their purposes
         need, into the identity map: two queries."""
-        self._prefetch(mids)
+        self._prefetch(mids, known)
         uow = _UOW.get()
         if uow is not None:
             msgs = [m for mid in mids if isinstance(m := uow.get(mid), Message)]
@@ -1616,7 +1642,8 @@ class Engine:
                     consent_id(m.account_id, m.sender_id, m.purpose)
                     for m in msgs
                     if m.purpose is not Purpose.SECURITY
-                ]
+                ],
+                known,
             )
 
     def handle_report(self, report: StatusReport) -> bool:
