@@ -126,29 +126,35 @@ def profile(title: str, fn: Callable[[], str]) -> list[str]:
 
 
 def _count_loads(rig: Rig) -> Counter[str]:
-    """Count aggregate loads (``repository.get``) by aggregate type, by wrapping
-    the engine's repository instance (tsuchi is not changed)."""
-    repo = rig.engine.store.repository
-    inner = repo.get
+    """Count how aggregates are read, by wrapping instance methods (tsuchi is
+    not changed): queries for one aggregate's events (``select_events``),
+    bulk event reads and version checks (one query each, many aggregates),
+    and copies taken from the committed-state cache."""
     counts: Counter[str] = Counter()
+    recorder: Any = rig.engine.store.recorder
+    cache: Any = getattr(rig.engine, "_cache")  # noqa: B009
 
-    def get(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            agg = inner(aggregate_id, *args, **kwargs)
-        except Exception:
-            counts["(not found)"] += 1
-            raise
-        counts[type(agg).__name__] += 1
-        return agg
+    def wrap(obj: Any, name: str, label: str) -> None:
+        inner = getattr(obj, name)
 
-    setattr(repo, "get", get)  # noqa: B010 - instance attribute, on purpose
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            out = inner(*args, **kwargs)
+            if name != "get" or out is not None:
+                counts[label] += 1
+            return out
+
+        setattr(obj, name, counted)
+
+    wrap(recorder, "select_events", "single-aggregate event queries")
+    wrap(recorder, "select_events_of", "bulk event queries")
+    wrap(recorder, "latest_versions", "bulk version queries")
+    wrap(cache, "get", "cached states copied")
     return counts
 
 
 def _loads(counts: Counter[str], per: int, what: str) -> str:
-    total = sum(counts.values())
-    parts = ", ".join(f"{k} {v / per:.1f}" for k, v in counts.most_common())
-    return f"aggregate loads per {what}: {total / per:.1f} ({parts})"
+    parts = ", ".join(f"{k} {v / per:.2f}" for k, v in sorted(counts.items()))
+    return f"aggregate reads per {what}: {parts}"
 
 
 def _e2e_load(rig: Rig, n: int) -> Callable[[], str]:
