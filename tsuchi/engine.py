@@ -119,8 +119,10 @@ _UOW: ContextVar[dict[UUID, object] | None] = ContextVar("tsuchi_unit_of_work", 
 
 @dataclass
 class _Dirty:
-    """Messages a unit of work created or changed: saved in one statement and
-    projected in one batch when the unit ends."""
+    """What the outermost unit of work writes in batches when it ends: the
+    messages it created or changed (one event insert, one view batch), the
+    timers it scheduled and the outbox rows it queued (flushed earlier if
+    something in the unit reads the outbox)."""
 
     messages: dict[UUID, Message] = field(default_factory=dict)
     new: set[UUID] = field(default_factory=set)

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    func,
     insert,
     select,
     text,
@@ -211,17 +210,6 @@ class EventStore(Application[UUID]):
         if self.saved_hook is not None:
             self.saved_hook(objs)
         return recordings
-
-    def latest_version(self, aggregate_id: UUID) -> int | None:
-        """The version of an aggregate's last stored event (one indexed query)."""
-        record = self.recorder.events_record_cls  # type: ignore[attr-defined]
-        with self.session(commit=False) as s:
-            v = s.execute(
-                select(func.max(record.originator_version)).where(
-                    record.originator_id == aggregate_id
-                )
-            ).scalar()
-        return None if v is None else int(v)
 
     @contextmanager
     def session(self, commit: bool = True) -> Iterator[Session]:
