@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import Insert, create_engine, event, insert, text
+from sqlalchemy import create_engine, event, insert, text
 
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
 from tsuchi.domain.account import Account
@@ -456,26 +456,28 @@ class TxProbe:
         self.active = False
         self._lock = threading.Lock()
         self.table = record_cls.__table__
-        event.listen(self.sa, "after_execute", self._after_execute)
+        self._insert_prefix = f"INSERT INTO {self.table.name} "
+        event.listen(self.sa, "after_cursor_execute", self._after_cursor_execute)
         event.listen(self.sa, "commit", self._commit)
         event.listen(self.sa, "rollback", self._rollback)
 
-    def _after_execute(
+    def _after_cursor_execute(
         self,
         conn: Any,
-        clause: Any,
-        multiparams: Any,
-        params: Any,
-        _options: Any,
-        _result: Any,
+        _cursor: Any,
+        statement: str,
+        parameters: Any,
+        _context: Any,
+        _executemany: bool,
     ) -> None:
-        if not self.active or not isinstance(clause, Insert) or clause.table is not self.table:
+        """tsuchi's recorder inserts events with one multi-row ``INSERT`` whose
+        parameters are (originator_id, originator_version, topic, state) per row."""
+        if not self.active or not statement.startswith(self._insert_prefix):
             return
-        rows = multiparams if multiparams else [params]
         pending = conn.info.setdefault("bench_events", [])
-        for row in rows:
-            state = row.get("state")
-            pending.append((str(row["originator_id"]), len(state) if state is not None else 0))
+        flat = list(parameters)
+        for i in range(0, len(flat), 4):
+            pending.append((str(flat[i]), len(flat[i + 3])))
 
     def _commit(self, conn: Any) -> None:
         pending = conn.info.pop("bench_events", None)
@@ -496,7 +498,7 @@ class TxProbe:
             self.active = False
 
     def close(self) -> None:
-        event.remove(self.sa, "after_execute", self._after_execute)
+        event.remove(self.sa, "after_cursor_execute", self._after_cursor_execute)
         event.remove(self.sa, "commit", self._commit)
         event.remove(self.sa, "rollback", self._rollback)
 
