@@ -32,7 +32,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from tsuchi.errors import CiphertextRejected, KeyMaterialError
@@ -204,6 +204,18 @@ def _field_aad(subject: UUID, context: str) -> bytes:
     return b"tsuchi-pii/v1\0" + subject.bytes + b"\0" + context.encode()
 
 
+_CURRENT_VERSION = (
+    select(data_keys.c.key_version)
+    .where(data_keys.c.subject_id == bindparam("subject"))
+    .order_by(data_keys.c.key_version.desc())
+    .limit(1)
+)
+_WRAPPED = select(data_keys.c.wrapped).where(
+    data_keys.c.subject_id == bindparam("subject"),
+    data_keys.c.key_version == bindparam("version"),
+)
+
+
 class _ExpiringMap(Generic[K, V]):
     """A bounded LRU map whose entries expire ``ttl`` seconds after being set
     (callers hold the lock)."""
@@ -342,12 +354,7 @@ class DataKeyStore:
         if v is not None:
             return v
         with self._session(False) as s:
-            row = s.execute(
-                select(data_keys.c.key_version)
-                .where(data_keys.c.subject_id == subject.hex)
-                .order_by(data_keys.c.key_version.desc())
-                .limit(1)
-            ).first()
+            row = s.execute(_CURRENT_VERSION, {"subject": subject.hex}).first()
         if row is None:
             raise KeyMaterialError(f"no data key for subject {subject}")
         with self._lock:
@@ -360,12 +367,7 @@ class DataKeyStore:
             cached = self._cache.get((subject, version))
         if cached is None:
             with self._session(False) as s:
-                row = s.execute(
-                    select(data_keys.c.wrapped).where(
-                        data_keys.c.subject_id == subject.hex,
-                        data_keys.c.key_version == version,
-                    )
-                ).first()
+                row = s.execute(_WRAPPED, {"subject": subject.hex, "version": version}).first()
             if row is None:
                 raise KeyMaterialError(f"no data key v{version} for subject {subject}")
             if row[0] is None:

@@ -51,6 +51,13 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
+# Only these can hold personal data (leaves are strings, numbers, dates, ...):
+# the context string of a field is built only when it can be needed.
+_NESTED_OR_PERSONAL = (Personal, dict, list)
+_NESTED_OR_SEALED = (Sealed, dict, list)
+_IDENTITY = ("originator_id", "originator_version")
+
+
 class PersonalDataMapper(Mapper[UUID]):
     def __init__(self, transcoder: Transcoder, keys: DataKeyStore) -> None:
         super().__init__(transcoder=transcoder)
@@ -62,18 +69,30 @@ class PersonalDataMapper(Mapper[UUID]):
                 raise ValueError("cannot store an erased personal value")
             return self.keys.seal(value.subject, context, value.value)
         if isinstance(value, dict):
-            return {k: self._seal(v, f"{context}.{k}") for k, v in value.items()}
+            return {
+                k: self._seal(v, f"{context}.{k}") if isinstance(v, _NESTED_OR_PERSONAL) else v
+                for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [self._seal(v, f"{context}.{i}") for i, v in enumerate(value)]
+            return [
+                self._seal(v, f"{context}.{i}") if isinstance(v, _NESTED_OR_PERSONAL) else v
+                for i, v in enumerate(value)
+            ]
         return value
 
     def _open(self, value: Any, context: str) -> Any:
         if isinstance(value, Sealed):
             return Personal(value.subject, self.keys.open(value, context))
         if isinstance(value, dict):
-            return {k: self._open(v, f"{context}.{k}") for k, v in value.items()}
+            return {
+                k: self._open(v, f"{context}.{k}") if isinstance(v, _NESTED_OR_SEALED) else v
+                for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [self._open(v, f"{context}.{i}") for i, v in enumerate(value)]
+            return [
+                self._open(v, f"{context}.{i}") if isinstance(v, _NESTED_OR_SEALED) else v
+                for i, v in enumerate(value)
+            ]
         return value
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
@@ -82,7 +101,10 @@ class PersonalDataMapper(Mapper[UUID]):
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
         prefix = f"{originator_id}/{originator_version}"
-        state = {k: self._seal(v, f"{prefix}/{k}") for k, v in state.items()}
+        state = {
+            k: self._seal(v, f"{prefix}/{k}") if isinstance(v, _NESTED_OR_PERSONAL) else v
+            for k, v in state.items()
+        }
         class_version = getattr(type(domain_event), "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
@@ -98,6 +120,6 @@ class PersonalDataMapper(Mapper[UUID]):
         prefix = f"{stored_event.originator_id}/{stored_event.originator_version}"
         d = domain_event.__dict__
         for k, v in list(d.items()):
-            if k not in ("originator_id", "originator_version"):
+            if isinstance(v, _NESTED_OR_SEALED) and k not in _IDENTITY:
                 d[k] = self._open(v, f"{prefix}/{k}")
         return domain_event
