@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -425,10 +426,16 @@ def worker(
     from tsuchi.worker import Worker
 
     logging.getLogger("tsuchi").setLevel(logging.INFO)
+    # A stop request that arrives while the engine opens is kept, not fatal.
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
     try:
         with Engine(_settings(db, keys, worker_id=worker_id)) as engine:
             w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds))
             w.install_signal_handlers()
+            if early_stop:
+                w.stop()
             w.run(max_seconds=max_seconds)
     except TsuchiError as e:
         raise _fail(e) from None

@@ -22,6 +22,7 @@ from tsuchi.projections.audit_format import verify_export
 
 from ..integration.test_cm_gateway import TOKEN, FakeCM, _serve
 from ..integration.world import build
+from .procs import wait_until_started
 from .test_workers import LONG, WORKER, customers, worker_env
 
 NOTE = {"memo": "明細のお知らせ"}
@@ -135,6 +136,7 @@ def test_sigkill_during_dispatch_never_loses_or_duplicates(tmp_path: Path) -> No
             while time.monotonic() < deadline and e.pending_dispatch():
                 time.sleep(0.5)
             time.sleep(1.5)  # leases of the last killed worker run out and reconcile
+            wait_until_started(log_path)
             final.send_signal(signal.SIGTERM)
             final.wait(timeout=60)
             assert final.returncode == 0, log_path.read_text()[-2000:]

@@ -23,6 +23,7 @@ from tsuchi.infrastructure.tables import broadcast_recipients, message_view, out
 from ..conftest import PG_URL, reset_postgres
 from ..integration.test_cm_gateway import TOKEN, FakeCM, _serve
 from ..integration.world import build
+from .procs import wait_until_started
 
 LONG = os.environ.get("TSUCHI_LONG_TESTS") == "1"
 WORKER = [sys.executable, "-m", "tsuchi.cli", "worker", "--sweep-seconds", "0.2"]
@@ -74,6 +75,7 @@ def test_sigkill_during_broadcast_loses_nothing_and_duplicates_nothing(tmp_path:
         stderr=final_log,
     )
     try:
+        wait_until_started(tmp_path / "final.log")
         with Engine(settings) as e:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
@@ -170,6 +172,8 @@ def test_two_workers_share_one_postgres_without_double_sends(tmp_path: Path) -> 
         expected = {f"{i.hex}:1" for i in ids}
         while time.monotonic() < deadline and not expected <= set(cm.processed):
             time.sleep(0.5)
+        for wid in ("w1", "w2"):
+            wait_until_started(tmp_path / f"{wid}.log")
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
