@@ -17,7 +17,7 @@ any other driver the Core statements of the parent class are used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -144,21 +144,16 @@ class CoreApplicationRecorder(SQLAlchemyApplicationRecorder):
                 if events:
                     found[oid] = events
             return found
-        with self.transaction(commit=False) as session:
-            conn = session.connection()
-            for start in range(0, len(originator_ids), IN_CHUNK):
-                chunk = originator_ids[start : start + IN_CHUNK]
-                params = tuple(self._uuid_in(u) for u in chunk)
-                for r in conn.exec_driver_sql(self._in_sql("events", len(chunk)), params):
-                    oid = self._uuid_out(r[0])
-                    found.setdefault(oid, []).append(
-                        StoredEvent(
-                            originator_id=oid,
-                            originator_version=r[1],
-                            topic=r[2],
-                            state=self._state(r[3]),
-                        )
-                    )
+        for r in self._rows_in("events", originator_ids):
+            oid = self._uuid_out(r[0])
+            found.setdefault(oid, []).append(
+                StoredEvent(
+                    originator_id=oid,
+                    originator_version=r[1],
+                    topic=r[2],
+                    state=self._state(r[3]),
+                )
+            )
         return found
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
@@ -171,14 +166,18 @@ class CoreApplicationRecorder(SQLAlchemyApplicationRecorder):
                 if events:
                     found[oid] = events[0].originator_version
             return found
+        for r in self._rows_in("versions", originator_ids):
+            found[self._uuid_out(r[0])] = int(r[1])
+        return found
+
+    def _rows_in(self, kind: str, originator_ids: Sequence[UUID]) -> Iterator[Any]:
+        """Rows of the ``kind`` look-up for ``originator_ids``, 500 ids a query."""
         with self.transaction(commit=False) as session:
             conn = session.connection()
             for start in range(0, len(originator_ids), IN_CHUNK):
                 chunk = originator_ids[start : start + IN_CHUNK]
                 params = tuple(self._uuid_in(u) for u in chunk)
-                for r in conn.exec_driver_sql(self._in_sql("versions", len(chunk)), params):
-                    found[self._uuid_out(r[0])] = int(r[1])
-        return found
+                yield from conn.exec_driver_sql(self._in_sql(kind, len(chunk)), params)
 
     def _insert_stored_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
