@@ -24,7 +24,7 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CanMutateProtocol, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from eventsourcing_sqlalchemy.datastore import transactions
 from sqlalchemy import (
@@ -496,11 +496,9 @@ class Engine:
         stored since (one query), or rebuilt from the event store."""
         hit = self._cache.get(aggregate_id)
         if hit is not None:
-            agg: object | None = hit[1]
-            for e in self.store.events.get(aggregate_id, gt=hit[0]):
-                agg = e.mutate(agg)  # type: ignore[attr-defined]
-                self._seen(e)
-            return agg
+            return self._bring_up_to_date(
+                hit[1], self.store.events.get(aggregate_id, gt=hit[0]), cached=True
+            )
         try:
             return self.store.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -556,24 +554,32 @@ class Engine:
                 uow[aid] = _MISSING
                 continue
             state = self._cache.get(aid)
-            agg: Any = state[1] if state is not None else None
             after = state[0] if state is not None else 0
-            for se in rows:
-                if se.originator_version > after:
-                    e = mapper.to_domain_event(se)
-                    agg = e.mutate(agg)  # type: ignore[attr-defined]
-                    if state is not None:
-                        self._seen(e)
+            agg = self._bring_up_to_date(
+                state[1] if state is not None else None,
+                (mapper.to_domain_event(se) for se in rows if se.originator_version > after),
+                cached=state is not None,
+            )
             uow[aid] = agg if agg is not None else _MISSING
 
-    def _seen(self, event: object) -> None:
-        """A cached state was brought up to date with ``event``: an erasure made
-        by another process means no decrypted state or key of that customer may
-        stay here (the whole cache goes; erasures are rare)."""
-        if isinstance(event, _ACCOUNT_ERASED):
-            self.store.keys.forget(getattr(event, "originator_id"))  # noqa: B009
-            self._cache.clear()
-            self._erasures_seen += 1  # units open now do not cache what they hold
+    def _bring_up_to_date(
+        self, agg: object | None, events: Iterable[DomainEventProtocol[UUID]], cached: bool
+    ) -> object | None:
+        """Apply ``events`` to ``agg`` (None: rebuild from the first).  When a
+        cached state meets an erasure another process made, no decrypted state
+        or key of that customer may stay here (see :meth:`_forget_subject`)."""
+        for e in events:
+            agg = cast("CanMutateProtocol[Any]", e).mutate(agg)
+            if cached and isinstance(e, _ACCOUNT_ERASED):
+                self._forget_subject(e.originator_id)
+        return agg
+
+    def _forget_subject(self, subject: UUID) -> None:
+        """Drop a customer's data keys and every cached state (erasures are
+        rare); units of work open now do not cache what they hold."""
+        self.store.keys.forget(subject)
+        self._cache.clear()
+        self._erasures_seen += 1
 
     def _remember(self, objs: tuple[Any, ...]) -> None:
         """Saved aggregates are the current state for the rest of the unit."""
@@ -1438,7 +1444,9 @@ class Engine:
         (the worker runs that often, beside the bulk work).  Returns how many
         submissions were made."""
         batch = limit or self.settings.dispatch_batch
-        held: dict[UUID, object] = {}  # committed states the recording step may reuse
+        # Committed states the recording step may reuse (its first attempt only:
+        # a retried one could find them changed by the attempt that failed).
+        held: dict[UUID, object] = {}
 
         def claim_and_prepare(
             s: Session,
@@ -1454,7 +1462,11 @@ class Engine:
                 if sub is not None:
                     subs.append(sub)
             held.clear()  # a retried unit starts again
-            held.update(_UOW.get() or {})
+            held.update(
+                (k, v)
+                for k, v in (_UOW.get() or {}).items()
+                if isinstance(v, Aggregate) and not v.pending_events
+            )
             return ready, subs
 
         # One transaction claims, re-checks consent, marks the rows as being
@@ -1483,15 +1495,9 @@ class Engine:
             raise
         by_ref = {r.reference: r for r in results}
 
-        # What this thread read or wrote in the committed unit above is the
-        # latest state unless a version query says otherwise.
-        known = {k: v for k, v in held.items() if isinstance(v, Aggregate) and not v.pending_events}
-
         def record(s: Session) -> None:
-            # Only a first attempt may use them: a retried one could find them
-            # changed by the attempt that failed.
-            reuse = dict(known)
-            known.clear()
+            reuse = dict(held)
+            held.clear()
             self._prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in ready], reuse)
             if ready:
                 s.execute(_OUTBOX_DELETE, [{"mid": mid_hex, "att": att} for mid_hex, att in ready])
@@ -1866,9 +1872,7 @@ class Engine:
             return cancelled
 
         cancelled = self._unit(run)
-        self.store.keys.forget(account_id)
-        self._cache.clear()  # no decrypted state of the customer stays in memory
-        self._erasures_seen += 1
+        self._forget_subject(account_id)  # no decrypted state of the customer stays in memory
         self.store.compact_after_erasure()
         log.info("account %s erased; %d pending messages cancelled", account_id, cancelled)
         return cancelled

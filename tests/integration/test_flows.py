@@ -15,6 +15,7 @@ from tsuchi import (
     ManualClock,
     MessageStatus,
     NetworkProfile,
+    Settings,
     SimulatedCarrierNetwork,
     StatusReport,
     errors,
@@ -25,12 +26,17 @@ from tsuchi.flows import DeadlineSpec
 from tsuchi.infrastructure.tables import timers
 from tsuchi.infrastructure.webhooks import sign
 
-from .world import build
+from .world import World, build
 
 T0 = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
 
 
-def spec(w, ref: str = "card-1", due: date = date(2026, 7, 1), offsets=(60, 30, 7)):  # type: ignore[no-untyped-def]
+def spec(
+    w: World,
+    ref: str = "card-1",
+    due: date = date(2026, 7, 1),
+    offsets: tuple[int, ...] = (60, 30, 7),
+) -> DeadlineSpec:
     return DeadlineSpec(
         sender_id=w.sender,
         account_id=w.accounts[0],
@@ -141,8 +147,8 @@ def test_fraud_alert_not_me_requests_card_block_and_confirms(
 
 
 def test_fraud_alert_without_answer_escalates_and_goes_by_sms_too(
-    settings,
-    clock: ManualClock,  # type: ignore[no-untyped-def]
+    settings: Settings,
+    clock: ManualClock,
 ) -> None:
     clock.set(T0)
     net = quiet_network(clock, plus_message_capable_rate=1.0, read_rate=0.0)
@@ -162,7 +168,7 @@ def test_fraud_alert_without_answer_escalates_and_goes_by_sms_too(
         assert engine.fraud_case(case)["state"] == "escalated"
 
 
-def test_no_delivery_within_ttl_falls_back_to_sms(settings, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
+def test_no_delivery_within_ttl_falls_back_to_sms(settings: Settings, clock: ManualClock) -> None:
     clock.set(T0)
     net = quiet_network(clock, plus_message_capable_rate=1.0, delivery_latency_s=10**7)
     with Engine(settings, clock=clock, gateway=net) as engine:
@@ -243,7 +249,9 @@ def test_opt_out_by_reply_withdraws_and_confirms_once(engine: Engine, clock: Man
     assert again.status is MessageStatus.BLOCKED
 
 
-def test_webhook_is_authenticated_idempotent_and_keeps_orphans(settings, clock) -> None:  # type: ignore[no-untyped-def]
+def test_webhook_is_authenticated_idempotent_and_keeps_orphans(
+    settings: Settings, clock: ManualClock
+) -> None:
     clock.set(T0)
     s = settings.model_copy(update={"webhook_secret": "s3cret-s3cret-s3cret"})
     with Engine(s, clock=clock) as engine:

@@ -7,7 +7,7 @@ import time
 from uuid import uuid4
 
 from tsuchi.infrastructure.aggregate_cache import AggregateCache
-from tsuchi.infrastructure.crypto import _ExpiringMap
+from tsuchi.infrastructure.expiring import ExpiringMap
 from tsuchi.infrastructure.store import FairLock
 
 
@@ -65,16 +65,18 @@ def test_cache_size_zero_turns_it_off() -> None:
     assert cache.get(aid) is None and len(cache) == 0
 
 
-def test_expiring_map_forgets_after_ttl() -> None:
-    keys: _ExpiringMap[str, int] = _ExpiringMap(0.05, 2)
+def test_expiring_map_forgets_after_ttl_and_is_bounded() -> None:
+    clock = Clock()
+    keys: ExpiringMap[str, int] = ExpiringMap(5.0, 2, clock=clock)
     keys.set("a", 1)
     assert keys.get("a") == 1
-    time.sleep(0.06)
-    assert keys.get("a") is None
+    clock.t = 5.1
+    assert keys.get("a") is None and len(keys) == 0
     keys.set("a", 1)
     keys.set("b", 2)
+    assert keys.get("a", touch=False) == 1  # not marked as used: "a" stays the oldest
     keys.set("c", 3)
-    assert keys.get("a") is None and keys.get("c") == 3
+    assert keys.get("a") is None and keys.get("b") == 2 and keys.get("c") == 3
 
 
 def test_fair_lock_serves_waiters_in_arrival_order() -> None:

@@ -22,73 +22,50 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from tsuchi.infrastructure.expiring import ExpiringMap
+
 
 class AggregateCache:
-    """LRU of ``aggregate id -> (version, pickled state, expiry)``; thread-safe."""
+    """``aggregate id -> (version, pickled state)``, LRU with a TTL; thread-safe."""
 
     def __init__(
         self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.max_entries = max_entries
-        self.ttl = ttl
-        self._clock = clock
-        self._entries: OrderedDict[UUID, tuple[int, bytes, float]] = OrderedDict()
+        self._entries: ExpiringMap[UUID, tuple[int, bytes]] = ExpiringMap(ttl, max_entries, clock)
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, aggregate_id: UUID) -> tuple[int, Any] | None:
         """``(version, a private copy of the state)``, or None."""
-        if self.max_entries <= 0:
-            return None
-        now = self._clock()
         with self._lock:
             entry = self._entries.get(aggregate_id)
-            if entry is None or entry[2] < now:
-                if entry is not None:
-                    del self._entries[aggregate_id]
-                self.misses += 1
-                return None
-            self._entries.move_to_end(aggregate_id)
-            self.hits += 1
+        if entry is None:
+            return None
         return entry[0], pickle.loads(entry[1])  # noqa: S301 - our own bytes, never external
 
     def peek_version(self, aggregate_id: UUID) -> int | None:
         """The version of the live entry for ``aggregate_id`` (no copy made)."""
-        entry = self._entries.get(aggregate_id)
-        if entry is None or entry[2] < self._clock():
-            return None
-        return entry[0]
+        with self._lock:
+            entry = self._entries.get(aggregate_id, touch=False)
+        return None if entry is None else entry[0]
 
     def put(self, aggregate_id: UUID, version: int, state: object) -> None:
-        """Keep ``state`` (committed at ``version``) unless a newer one is kept."""
-        if self.max_entries <= 0:
+        """Keep ``state`` (committed at ``version``) unless the same or a newer
+        version is kept; a kept entry's lifetime runs from when it was first kept."""
+        if self.max_entries <= 0 or (self.peek_version(aggregate_id) or 0) >= version:
             return
-        with self._lock:
-            entry = self._entries.get(aggregate_id)
-            if entry is not None and entry[0] >= version:
-                return  # kept as is: its lifetime runs from when it was first kept
         blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            entry = self._entries.get(aggregate_id)
-            if entry is not None and entry[0] > version:
-                return
-            self._entries[aggregate_id] = (version, blob, self._clock() + self.ttl)
-            self._entries.move_to_end(aggregate_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def discard(self, aggregate_id: UUID) -> None:
-        with self._lock:
-            self._entries.pop(aggregate_id, None)
+            entry = self._entries.get(aggregate_id, touch=False)
+            if entry is None or entry[0] < version:
+                self._entries.set(aggregate_id, (version, blob))
 
     def clear(self) -> None:
         with self._lock:

@@ -18,15 +18,13 @@ import hashlib
 import hmac
 import os
 import stat
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from threading import Lock
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -36,11 +34,9 @@ from sqlalchemy import CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from tsuchi.errors import CiphertextRejected, KeyMaterialError
+from tsuchi.infrastructure.expiring import ExpiringMap
 from tsuchi.infrastructure.tables import data_keys
 from tsuchi.ports import KeyEncryptionKey
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 NONCE = 12
 
@@ -216,42 +212,6 @@ _WRAPPED = select(data_keys.c.wrapped).where(
 )
 
 
-class _ExpiringMap(Generic[K, V]):
-    """A bounded LRU map whose entries expire ``ttl`` seconds after being set
-    (callers hold the lock)."""
-
-    def __init__(self, ttl: float | None, max_entries: int) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if self.ttl is not None and item[1] < time.monotonic():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return item[0]
-
-    def set(self, key: K, value: V) -> None:
-        expires = time.monotonic() + self.ttl if self.ttl is not None else 0.0
-        self._items[key] = (value, expires)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def pop(self, key: K) -> None:
-        self._items.pop(key, None)
-
-    def keys(self) -> list[K]:
-        return list(self._items)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-
 class DataKeyStore:
     """Per-subject data keys in the database, wrapped by the KEK, cached in memory.
 
@@ -273,10 +233,8 @@ class DataKeyStore:
         self._lock = Lock()
         # Unwrapped keys stay in memory at most ``ttl`` seconds: after an erasure
         # made by another process, this one stops decrypting within that time.
-        self._cache: _ExpiringMap[tuple[UUID, int], AESGCM | object] = _ExpiringMap(
-            ttl, max_entries
-        )
-        self._current: _ExpiringMap[UUID, int] = _ExpiringMap(ttl, max_entries)
+        self._cache: ExpiringMap[tuple[UUID, int], AESGCM | object] = ExpiringMap(ttl, max_entries)
+        self._current: ExpiringMap[UUID, int] = ExpiringMap(ttl, max_entries)
 
     # writes
     def create(self, subject: UUID, at: datetime, version: int = 1) -> None:
