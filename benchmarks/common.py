@@ -166,7 +166,7 @@ class Sizes:
     broadcast_timebox_s: float
     latency_timebox_s: float
     timer_sweep_s: float
-    latency_variants: tuple[str, ...] = ("worker", "dispatcher")
+    latency_variants: tuple[str, ...] = ("worker", "sweep_only")
 
 
 FULL = Sizes(

@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,7 @@ class _Dirty:
     new: set[UUID] = field(default_factory=set)
     timers: list[tuple[str, str, datetime, dict[str, Any]]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    urgent: bool = False  # an urgent notice became due: wake the urgent dispatcher
 
 
 _DIRTY: ContextVar[_Dirty | None] = ContextVar("tsuchi_dirty", default=None)
@@ -187,7 +189,7 @@ _OUTBOX_SUBMITTING = update(outbox).where(*_OUTBOX_ROW).values(submitting_at=bin
 
 def _claim_query(max_priority: int | None, postgres: bool) -> Select[Any]:
     q = (
-        select(outbox.c.message_id, outbox.c.attempt, outbox.c.submitting_at)
+        select(outbox.c.message_id, outbox.c.attempt, outbox.c.submitting_at, outbox.c.priority)
         .where(
             (outbox.c.claimed_by.is_(None)) | (outbox.c.claimed_at < bindparam("stale_before")),
             outbox.c.due_at <= bindparam("now"),
@@ -203,6 +205,7 @@ def _claim_query(max_priority: int | None, postgres: bool) -> Select[Any]:
 
 
 _CLAIM_QUERIES = {(p, pg): _claim_query(p, pg) for p in (None, 0) for pg in (False, True)}
+_URGENT_DUE = _claim_query(0, False).with_only_columns(outbox.c.message_id).limit(1)
 
 
 def _code(value: Any, field_name: str) -> str:
@@ -353,6 +356,7 @@ class Engine:
             raise TransientError(f"database unavailable: {type(e).__name__}") from None
         self._owns_engine = url is not None
         self._erasures_seen = 0
+        self._urgent_committed = threading.Event()
         self._cache = AggregateCache(
             self.settings.aggregate_cache_size, self.settings.cache_ttl.total_seconds()
         )
@@ -460,7 +464,9 @@ class Engine:
                     if dirty.messages:  # touched by the unit: one save, one view batch
                         self.store.save(*dirty.messages.values())
                         self._project_many(s, list(dirty.messages.values()), dirty.new)
-                    return result
+                if dirty.urgent and token is not None:  # committed: wake the dispatcher
+                    self._urgent_committed.set()
+                return result
             except IntegrityError:
                 if last:
                     raise ConcurrencyConflict(
@@ -1247,6 +1253,7 @@ class Engine:
             s.execute(_OUTBOX_INSERT, row)
         else:  # inserted with the unit's other rows (see _flush_outbox)
             dirty.outbox.append(row)
+            dirty.urgent = dirty.urgent or (row["priority"] == 0 and due <= self.now())
 
     def _flush_outbox(self, s: Session) -> None:
         """Insert the outbox rows the unit of work queued; called at its end
@@ -1379,6 +1386,10 @@ class Engine:
             self._flush_outbox(s)
             q = _CLAIM_QUERIES[(max_priority, s.get_bind().dialect.name == "postgresql")]
             rows = s.execute(q, {"stale_before": stale_before, "now": now, "lim": limit}).all()
+            if rows and rows[0][3] == 0:
+                # Urgent notices go out in a batch of their own: never held up
+                # while bulk rows claimed with them are prepared and recorded.
+                rows = [r for r in rows if r[3] == 0]
             fresh = [(r[0], int(r[1])) for r in rows if r[2] is None]
             ambiguous = [(r[0], int(r[1])) for r in rows if r[2] is not None]
             if fresh:
@@ -2095,6 +2106,24 @@ class Engine:
         with self.store.session(commit=False) as s:
             t = s.execute(select(func.max(message_view.c.requested_at))).scalar_one()
         return None if t is None else _aware(t)
+
+    def wait_for_urgent(self, timeout: float) -> bool:
+        """Block until a unit of work of this engine commits an urgent notice
+        that is due (True), or ``timeout`` seconds pass (False).  The worker's
+        urgent dispatcher waits here, so an alert raised in its own process is
+        submitted at once; those of other processes are found by
+        :meth:`urgent_due`, which it asks between waits."""
+        woke = self._urgent_committed.wait(timeout)
+        self._urgent_committed.clear()  # what is committed now, dispatch will see
+        return woke
+
+    def urgent_due(self) -> bool:
+        """Whether an urgent notice waits to be claimed: one read, no write
+        lock, so it can be asked often."""
+        now = self.now()
+        with self.store.session(commit=False) as s:
+            params = {"stale_before": now - self.settings.timer_lease, "now": now}
+            return s.execute(_URGENT_DUE, params).first() is not None
 
     def pending_dispatch(self) -> int:
         with self.store.session(commit=False) as s:

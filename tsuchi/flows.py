@@ -551,7 +551,11 @@ class Flows:
             )
         )
         done: list[dict[str, str]] = []
-        for account_hex, _seq in rows:
+        last_seq = None
+        for account_hex, seq in rows:
+            if done and self.e.store.writers_waiting():
+                break  # another writer (an urgent alert?) waits: commit what is done
+            last_seq = seq
             try:
                 view = self.e.request_notice(
                     b.sender_id,
@@ -570,7 +574,7 @@ class Flows:
             done.append({"bid": bid.hex, "aid": account_hex, "mid": mid})
         if done:
             s.execute(_RECIPIENT_DONE, done)
-        if len(rows) < EXPAND_CHUNK:
+        if len(rows) < EXPAND_CHUNK and len(done) == len(rows):
             b.mark_expanded(b.recipients, self.e.now())
             self.e.store.save(b)
         else:  # more to do: the next chunk is a new timer, so a crash loses nothing
@@ -578,7 +582,7 @@ class Flows:
                 s,
                 [
                     (
-                        f"expand:{bid.hex}:{rows[-1][1]}",
+                        f"expand:{bid.hex}:{last_seq}",
                         "broadcast_expand",
                         self.e.now(),
                         {"broadcast_id": bid.hex},

@@ -108,6 +108,11 @@ class FairLock:
                 return True
         return False
 
+    @property
+    def contended(self) -> bool:
+        """Whether another writer is waiting: long units can end early."""
+        return bool(self._waiters)
+
     def release(self) -> None:
         with self._mutex:
             if self._waiters:
@@ -210,6 +215,12 @@ class EventStore(Application[UUID]):
         if self.saved_hook is not None:
             self.saved_hook(objs)
         return recordings
+
+    def writers_waiting(self) -> bool:
+        """Whether a writer of this process waits for the SQLite write lock
+        (always False on PostgreSQL, whose writers do not queue here)."""
+        lock = self.datastore.write_lock
+        return isinstance(lock, FairLock) and lock.contended
 
     @contextmanager
     def session(self, commit: bool = True) -> Iterator[Session]:
