@@ -45,15 +45,18 @@ class RawBaseline(Application[UUID]):
     name = "rawbaseline"
 
 
-def _env(backend: Backend) -> dict[str, str]:
+def backend_env(backend: Backend, app_name: str) -> dict[str, str]:
+    """Environment of a raw application on the fastest built-in persistence
+    module for ``backend``: its own SQLite file (WAL), or its own table
+    (``<app_name>_events``, dropped first) in the PostgreSQL database."""
     if backend.name == "sqlite":
-        path = backend.workdir / f"baseline-{uuid4().hex[:8]}.db"
+        path = backend.workdir / f"{app_name}-{uuid4().hex[:8]}.db"
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     assert backend.pg_url is not None
     engine = create_engine(backend.pg_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS rawbaseline_events"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {app_name}_events"))
     finally:
         engine.dispose()
     return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **pg_env(backend.pg_url)}
@@ -80,7 +83,7 @@ def _overheads(app: RawBaseline) -> tuple[int, int]:
 
 def replay(backend: Backend, pattern: TxPattern) -> BaselineRun:
     """Store ``pattern``'s events with the raw application; time the saves."""
-    app = RawBaseline(env=_env(backend))
+    app = RawBaseline(env=backend_env(backend, RawBaseline.name))
     try:
         created_overhead, changed_overhead = _overheads(app)
         plan: list[list[tuple[str, str]]] = []

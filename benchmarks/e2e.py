@@ -15,6 +15,10 @@ The baseline replays exactly those events (same count, grouping into
 transactions, aggregates and state sizes) on the raw application: see
 :mod:`benchmarks.baseline`.  ``ratio = tsuchi rate / baseline rate``, target
 ``>= 0.7``.
+
+``e2e.floor`` (no target) stores the run's own events again through
+tsuchi's mapper with no tsuchi logic (:mod:`benchmarks.floor`): its ratio is
+the most any engine recording these events could reach.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from benchmarks.common import (
     count_events,
     throughput,
 )
+from benchmarks.floor import FloorRun, replay_own_events
 
 NAME = "e2e"
 TARGET = 0.7
@@ -48,6 +53,7 @@ class E2EOutcome:
     pattern: TxPattern
     baseline: BaselineRun
     submits: int
+    floor: FloorRun
 
     @property
     def notices_per_s(self) -> float:
@@ -61,6 +67,10 @@ class E2EOutcome:
     def baseline_notices_per_s(self) -> float:
         return self.notices / self.baseline.seconds
 
+    @property
+    def floor_notices_per_s(self) -> float:
+        return self.notices / self.floor.seconds
+
 
 def measure(ctx: Ctx, n: int) -> E2EOutcome:
     """Run ``n`` notices end to end on a fresh database (cached per size)."""
@@ -72,6 +82,7 @@ def measure(ctx: Ctx, n: int) -> E2EOutcome:
     engine, clock, gateway = rig.engine, rig.clock, rig.gateway
     probe = TxProbe(engine)
     before = count_events(engine)
+    last_id = engine.store.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
     variables = alert_variables()
     try:
         with probe.recording() as pattern:
@@ -101,13 +112,15 @@ def measure(ctx: Ctx, n: int) -> E2EOutcome:
         if stored != pattern.events:
             ctx.log(f"  warning: probe saw {pattern.events} events, tsuchi_events grew {stored}")
         submits = gateway.submits
+        floor = replay_own_events(ctx.backend, engine, pattern, last_id)
     finally:
         probe.close()
         rig.close()
     ctx.log(f"  e2e n={n}: {n / seconds:.1f} notices/s; {pattern.summary()}")
     base = replay(ctx.backend, pattern)
     ctx.log(f"  baseline: {base.events_per_s:.0f} events/s")
-    out = E2EOutcome(n, seconds, pattern, base, submits)
+    ctx.log(f"  floor (own events, no logic): {n / floor.seconds:.1f} notices/s")
+    out = E2EOutcome(n, seconds, pattern, base, submits, floor)
     ctx.cache[key] = out
     return out
 
@@ -139,6 +152,17 @@ def rows(ctx: Ctx, out: E2EOutcome) -> list[Result]:
             "events/s",
             out.baseline.events_per_s,
             TARGET,
+        ),
+        throughput(
+            f"{NAME}.floor",
+            b,
+            out.notices,
+            out.floor_notices_per_s,
+            "notices/s",
+            out.baseline_notices_per_s,
+            None,
+            "tsuchi's own events mapped (encrypted) and stored again, no tsuchi logic: "
+            "the ratio no engine recording these events can pass",
         ),
     ]
 

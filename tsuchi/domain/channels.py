@@ -104,12 +104,37 @@ class SmsCost:
     characters: int
 
 
+def _gsm_chars(*prefix: int) -> str:
+    """Characters the codec decodes from ``prefix`` + one byte."""
+    chars = set()
+    for b in range(128):
+        if b == 0x1B:  # the escape to the extension table
+            continue
+        try:
+            chars.add(bytes([*prefix, b]).decode("gsm03.38"))
+        except UnicodeDecodeError:
+            continue
+    return "".join(re.escape(c) for c in sorted(c for c in chars if len(c) == 1))
+
+
+# Whole-text checks for the common cases; anything else is measured per character.
+# (The codec also encodes ESC itself as one septet; control characters never
+# reach a body, but the count stays the codec's.)
+_GSM_BASIC = re.compile(f"[{_gsm_chars()}\\x1b]*")  # one septet each
+_GSM_ANY = re.compile(f"[{_gsm_chars()}{_gsm_chars(0x1B)}\\x1b]*")  # basic or extension
+
+
 @lru_cache(maxsize=8192)
 def _gsm_septets(ch: str) -> int | None:
     try:
         return len(ch.encode("gsm03.38"))
     except UnicodeEncodeError:
         return None
+
+
+def _uniform_parts(units: int, single: int, per_part: int) -> int:
+    """Parts for ``units`` one-unit characters (what :func:`_count_parts` gives them)."""
+    return 1 if units <= single else -(-units // per_part)
 
 
 def _count_parts(widths: list[int], single: int, per_part: int) -> int:
@@ -127,6 +152,12 @@ def _count_parts(widths: list[int], single: int, per_part: int) -> int:
 
 def sms_cost(text: str) -> SmsCost:
     """Encoding and number of parts an SMS text needs."""
+    n = len(text)
+    if _GSM_BASIC.fullmatch(text):  # one septet per character
+        return SmsCost("gsm7", _uniform_parts(n, GSM_SINGLE, GSM_PART), n, n)
+    if not _GSM_ANY.fullmatch(text) and max(text) <= "\uffff":
+        # UCS-2, no surrogate pairs: one code unit per character
+        return SmsCost("ucs2", _uniform_parts(n, UCS2_SINGLE, UCS2_PART), n, n)
     septets = [_gsm_septets(ch) for ch in text]
     if all(s is not None for s in septets):
         widths = [s for s in septets if s is not None]
@@ -135,11 +166,15 @@ def sms_cost(text: str) -> SmsCost:
     return SmsCost("ucs2", _count_parts(widths, UCS2_SINGLE, UCS2_PART), sum(widths), len(text))
 
 
+# C0 and C1 control characters, with and without line breaks and tabs.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def check_no_control_characters(text: str, field: str, allow_newlines: bool = True) -> None:
     """Refuse NUL and other control characters (terminal escapes, ...); bodies may
     keep line breaks and tabs."""
-    allowed = "\n\r\t" if allow_newlines else ""
-    if any((ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0) and ch not in allowed for ch in text):
+    if (_CONTROL_BUT_BREAKS if allow_newlines else _CONTROL).search(text):
         raise InvalidInput(field, "must not contain control characters")
 
 

@@ -294,6 +294,4 @@ class Template(Aggregate):
 
 def render(text: str, variables: dict[str, VariableType], values: dict[str, str]) -> str:
     """Fill ``{name}`` placeholders with display forms of stored values."""
-    return string.Formatter().vformat(
-        text, (), {k: display_value(variables[k], v) for k, v in values.items()}
-    )
+    return text.format_map({k: display_value(variables[k], v) for k, v in values.items()})
