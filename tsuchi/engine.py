@@ -458,12 +458,13 @@ class Engine:
             try:
                 with self._identity_map(), self.store.session(commit=True) as s:
                     result = fn(s)
-                    self._flush_outbox(s)
-                    if dirty.timers:
-                        timers_table.schedule(s, dirty.timers)
-                    if dirty.messages:  # touched by the unit: one save, one view batch
-                        self.store.save(*dirty.messages.values())
-                        self._project_many(s, list(dirty.messages.values()), dirty.new)
+                    if token is not None:  # the outermost unit writes what was queued
+                        self._flush_outbox(s)
+                        if dirty.timers:
+                            timers_table.schedule(s, dirty.timers)
+                        if dirty.messages:  # one save, one view batch
+                            self.store.save(*dirty.messages.values())
+                            self._project_many(s, list(dirty.messages.values()), dirty.new)
                 if dirty.urgent and token is not None:  # committed: wake the dispatcher
                     self._urgent_committed.set()
                 return result
