@@ -72,7 +72,7 @@ message_view = Table(
     Column("message_id", String(32), primary_key=True),
     Column("tenant", String(64), nullable=False),
     Column("sender_id", String(32), nullable=False),
-    Column("account_id", String(32), nullable=False, index=True),
+    Column("account_id", String(32), nullable=False),  # look-ups use the cap index
     Column("template", String(64), nullable=False),
     Column("purpose", String(16), nullable=False),
     Column("urgency", String(16), nullable=False),
