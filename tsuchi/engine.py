@@ -1452,9 +1452,10 @@ class Engine:
         """Submit due messages to the gateway, urgent first; deferred messages
         whose time came are decided again (consent, quiet hours, caps) first.
         Consent is checked again right before submission, so a refusal takes
-        effect before the next send.  ``urgent_only`` takes urgent notices only
-        (the worker runs that often, beside the bulk work).  Returns how many
-        submissions were made."""
+        effect before the next send.  A batch that holds an urgent notice holds
+        urgent notices only; ``urgent_only`` takes nothing else (the worker's
+        urgent dispatcher, beside the bulk work).  Returns how many submissions
+        were made (one batch: call again while it returns more than 0)."""
         batch = limit or self.settings.dispatch_batch
         # Committed states the recording step may reuse (its first attempt only:
         # a retried one could find them changed by the attempt that failed).
