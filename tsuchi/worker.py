@@ -56,6 +56,23 @@ def run_job(worker_id: str, job: str) -> None:
     worker.run_named(job)
 
 
+class _SchedulerNoise(logging.Filter):
+    """Drops two APScheduler log records that are expected here: a sweep
+    skipped because the previous one is still draining work (sweeps run as
+    long as there is work, longer than their interval), and a job the
+    scheduler tried to start while the worker was shutting down."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__()
+        self.stopping = stopping
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if "maximum number of running instances reached" in msg:
+            return False
+        return not (self.stopping.is_set() and msg.startswith("Error submitting job"))
+
+
 class Worker:
     def __init__(
         self,
@@ -194,6 +211,9 @@ class Worker:
             store.remove_job(f"urgent:{self.worker_id}")
         except JobLookupError:
             pass
+        noise = _SchedulerNoise(self._stop)
+        scheduler_log = logging.getLogger("apscheduler.scheduler")
+        scheduler_log.addFilter(noise)
         urgent = threading.Thread(
             target=self.dispatch_urgent, name=f"tsuchi-urgent-{self.worker_id}", daemon=True
         )
@@ -214,6 +234,7 @@ class Worker:
             scheduler.pause()  # no new job starts while the ones in flight finish
             scheduler.shutdown(wait=True)
             urgent.join()
+            scheduler_log.removeFilter(noise)
             with self._busy:  # the sweep in flight, if any, has finished
                 pass
             with _ACTIVE_LOCK:
