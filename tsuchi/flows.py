@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tsuchi.flows")
 
 EXPAND_CHUNK = 50  # short units: urgent work is never held up long behind one
+EXPAND_MIN = 10  # a chunk gives way to a waiting writer after this many recipients
 
 
 @dataclass(frozen=True)
@@ -553,7 +554,7 @@ class Flows:
         done: list[dict[str, str]] = []
         last_seq = None
         for account_hex, seq in rows:
-            if done and self.e.store.writers_waiting():
+            if len(done) >= EXPAND_MIN and self.e.store.writers_waiting():
                 break  # another writer (an urgent alert?) waits: commit what is done
             last_seq = seq
             try:

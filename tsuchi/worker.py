@@ -29,6 +29,8 @@ import gc
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from types import FrameType
 from typing import Any
@@ -57,19 +59,32 @@ def run_job(worker_id: str, job: str) -> None:
 
 
 class _SchedulerNoise(logging.Filter):
-    """Drops two APScheduler log records that are expected here: a sweep
-    skipped because the previous one is still draining work (sweeps run as
-    long as there is work, longer than their interval), and a job the
-    scheduler tried to start while the worker was shutting down."""
+    """Drops two APScheduler log records of this worker's jobs that are
+    expected here: a sweep skipped because the previous one is still draining
+    work (sweeps run as long as there is work, longer than their interval;
+    kept once a sweep has run for ``hung_after`` seconds, the sign of a hung
+    one), and a job the scheduler tried to start while the worker was
+    shutting down.  Other jobs' records (a host's own scheduler) pass."""
 
-    def __init__(self, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        stopping: threading.Event,
+        busy_since: Callable[[], float | None],
+        hung_after: float = 300.0,
+    ) -> None:
         super().__init__()
         self.stopping = stopping
+        self.busy_since = busy_since
+        self.hung_after = hung_after
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not args or not str(args[0]).startswith(f"{run_job.__name__} "):
+            return True  # not one of this module's jobs
         msg = str(record.msg)
         if "maximum number of running instances reached" in msg:
-            return False
+            since = self.busy_since()
+            return since is not None and time.monotonic() - since > self.hung_after
         return not (self.stopping.is_set() and msg.startswith("Error submitting job"))
 
 
@@ -91,6 +106,7 @@ class Worker:
         self.freeze_heap = freeze_heap
         self._stop = threading.Event()
         self._busy = threading.Lock()
+        self._busy_since: float | None = None  # when the job in flight started
         self.sweeps = 0
 
     # -- jobs ------------------------------------------------------------------------
@@ -98,6 +114,7 @@ class Worker:
         if self._stop.is_set():
             return
         with self._busy:
+            self._busy_since = time.monotonic()
             try:
                 if job == "sweep":
                     self.sweep()
@@ -109,6 +126,8 @@ class Worker:
                     self.daily_report()
             except Exception as e:  # a failed pass is retried by the next one
                 log.error("%s failed: %s", job, type(e).__name__)
+            finally:
+                self._busy_since = None
 
     def dispatch_urgent(self) -> None:
         """The urgent dispatcher's loop (its own thread), until :meth:`stop`."""
@@ -211,30 +230,36 @@ class Worker:
             store.remove_job(f"urgent:{self.worker_id}")
         except JobLookupError:
             pass
-        noise = _SchedulerNoise(self._stop)
+        noise = _SchedulerNoise(self._stop, lambda: self._busy_since)
         scheduler_log = logging.getLogger("apscheduler.scheduler")
-        scheduler_log.addFilter(noise)
         urgent = threading.Thread(
             target=self.dispatch_urgent, name=f"tsuchi-urgent-{self.worker_id}", daemon=True
         )
-        if self.freeze_heap:
-            # What is alive now (modules, the engine, the host's start-up state)
-            # lives as long as the process: out of the cyclic collector's sight,
-            # a full collection no longer stalls every thread for tens of ms.
-            gc.collect()
-            gc.freeze()
-        log.info("worker %s started", self.worker_id)
-        scheduler.start()
-        urgent.start()
+        scheduler_log.addFilter(noise)
+        # What is alive now (modules, the engine, the host's start-up state)
+        # mostly lives as long as the process: out of the cyclic collector's
+        # sight, a full collection no longer stalls every thread for tens of
+        # ms.  Undone when the worker stops; left alone if the host froze first.
+        freeze = self.freeze_heap and gc.get_freeze_count() == 0
         try:
+            if freeze:
+                gc.collect()
+                gc.freeze()
+            log.info("worker %s started", self.worker_id)
+            scheduler.start()
+            urgent.start()
             self.run_named("sweep")  # catch up at once: timers that fell due while down
             self._stop.wait(max_seconds)
         finally:
             self._stop.set()
-            scheduler.pause()  # no new job starts while the ones in flight finish
-            scheduler.shutdown(wait=True)
-            urgent.join()
+            if scheduler.running:
+                scheduler.pause()  # no new job starts while the ones in flight finish
+                scheduler.shutdown(wait=True)
+            if urgent.ident is not None:
+                urgent.join()
             scheduler_log.removeFilter(noise)
+            if freeze:
+                gc.unfreeze()
             with self._busy:  # the sweep in flight, if any, has finished
                 pass
             with _ACTIVE_LOCK:
