@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from eventsourcing.persistence import ApplicationRecorder
+
 from benchmarks.baseline import BaselineRun, replay
 from benchmarks.common import (
     Ctx,
@@ -82,7 +84,9 @@ def measure(ctx: Ctx, n: int) -> E2EOutcome:
     engine, clock, gateway = rig.engine, rig.clock, rig.gateway
     probe = TxProbe(engine)
     before = count_events(engine)
-    last_id = engine.store.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+    recorder = engine.store.recorder
+    assert isinstance(recorder, ApplicationRecorder)
+    last_id = recorder.max_notification_id() or 0
     variables = alert_variables()
     try:
         with probe.recording() as pattern:

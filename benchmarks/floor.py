@@ -29,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import ApplicationRecorder
 
 from benchmarks.baseline import backend_env
 from benchmarks.common import Backend, TxPattern
@@ -53,13 +54,14 @@ def replay_own_events(
     ``after_id``, grouped as ``pattern`` saw them committed; time the mapping
     and the inserts."""
     recorder = engine.store.recorder
+    assert isinstance(recorder, ApplicationRecorder)
     mapper = engine.store.mapper
 
     def pages() -> Iterator[Any]:
         """The run's stored events in notification order, 5,000 at a time."""
         start, seen = after_id + 1, 0
         while seen < pattern.events:
-            page = recorder.select_notifications(start, 5000)  # type: ignore[attr-defined]
+            page = recorder.select_notifications(start, 5000)
             if not page:
                 break
             yield from page
