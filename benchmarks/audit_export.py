@@ -124,7 +124,7 @@ def child_main(argv: list[str]) -> int:
     """``export URL KEYS_DIR OUT_DIR`` or ``verify OUT_DIR``: print one JSON line."""
     from datetime import UTC, datetime
 
-    from tsuchi.projections.audit_format import verify_export
+    from tsuchi.projections.audit import verify_export
 
     what = argv[0]
     if what == "export":

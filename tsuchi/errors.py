@@ -29,8 +29,10 @@ never the value that broke it.
     ├── PersonalDataError
     │   ├── CiphertextRejected       tampered or moved ciphertext
     │   └── DataErased               the subject was erased; plaintext is gone
-    └── TransientError               retry the operation
-        └── ConcurrencyConflict
+    ├── TransientError               retry the operation
+    │   └── ConcurrencyConflict
+    └── AuditError                   the audit trail cannot do what was asked
+        └── AuditMismatch            the database no longer matches the chain   (seq, reason)
 """
 
 from __future__ import annotations
@@ -161,8 +163,29 @@ class ConcurrencyConflict(TransientError):
     """Another writer changed the same aggregate first; retry the command."""
 
 
+# -- audit trail (tsuchi.infrastructure.audit) -------------------------------------------------
+
+
+class AuditError(TsuchiError):
+    """The audit trail cannot do what was asked (nothing to export, a stored
+    event it cannot read, a checkpoint it cannot issue)."""
+
+
+class AuditMismatch(AuditError):
+    """The database no longer matches the audit chain at ``seq``: a stored
+    event was changed, deleted or inserted after it was chained, or the chain
+    or a checkpoint itself was altered.  ``reason`` says which."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"audit mismatch at seq {seq}: {reason}")
+
+
 __all__ = [
     "AccountClosed",
+    "AuditError",
+    "AuditMismatch",
     "BodyTooLong",
     "CiphertextRejected",
     "ConcurrencyConflict",

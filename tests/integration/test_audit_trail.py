@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from tsuchi import Engine, ManualClock, SimulatedCarrierNetwork, errors
-from tsuchi.infrastructure.audit import AuditMismatch, AuditTrail, chain, checkpoints
-from tsuchi.projections.audit_format import canonical_json, utc_iso, verify_export
+from tsuchi.errors import AuditMismatch
+from tsuchi.infrastructure.audit import AuditTrail, chain, checkpoints
+from tsuchi.projections.audit import canonical_json, utc_iso, verify_export
 
 from .world import NAMES, NUMBERS, World, build, count_events, count_rows
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from tsuchi import Engine, ManualClock, MessageStatus, Settings, SimulatedCarrierNetwork
 from tsuchi.infrastructure.tables import outbox
-from tsuchi.projections.audit_format import verify_export
+from tsuchi.projections.audit import verify_export
 
 from ..integration.test_cm_gateway import TOKEN, FakeCM, _serve
 from ..integration.world import build

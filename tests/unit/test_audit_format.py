@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tsuchi.projections.audit_format import (
+from tsuchi.projections.audit import (
     ZERO_HASH,
     canonical_json,
     checkpoint_message,

@@ -1,11 +1,13 @@
-"""The audit trail: a signed hash chain over the event log, and its export.
+"""The audit trail: a signed hash chain over the event log, its checkpoints and re-verification.
 
 Why this module exists: regulators (FISC/FSA tamper evidence, PCI DSS log
 retention) need proof that the event log was not edited after the fact, and
 a compliance officer must be able to hand an auditor files that prove it
 offline.  This is the database side of that: it extends the global hash
-chain from the notification log, signs checkpoints, and streams exports in
-the format defined (and verified) by :mod:`tsuchi.projections.audit_format`.
+chain from the notification log, signs checkpoints, and re-verifies the
+chain against the stored events; :mod:`tsuchi.infrastructure.audit_export`
+streams exports in the format defined (and verified) by
+:mod:`tsuchi.projections.audit`.
 
 Tables (own :class:`~sqlalchemy.MetaData`, created on first use):
 
@@ -35,19 +37,16 @@ difference raises :class:`AuditMismatch` naming the seq.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 from uuid import UUID, uuid4
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import IntegrityError as ESIntegrityError
 from eventsourcing.persistence import OperationalError as ESOperationalError
@@ -61,7 +60,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    func,
     insert,
     select,
     update,
@@ -69,26 +67,21 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from tsuchi.errors import ConcurrencyConflict, InvalidInput, TransientError, TsuchiError
+# Re-exported: callers also import AuditError and AuditMismatch from this module.
+from tsuchi.errors import AuditError as AuditError
+from tsuchi.errors import AuditMismatch as AuditMismatch
+from tsuchi.errors import ConcurrencyConflict, InvalidInput, TransientError
 from tsuchi.infrastructure.store import EventStore
-from tsuchi.projections.audit_format import (
-    CHECKPOINTS_FILE,
-    FORMAT,
-    MANIFEST_FILE,
-    RECORDS_FILE,
+from tsuchi.projections.audit.format import (
     ZERO_HASH,
     canonical_json,
     checkpoint_message,
     entry_hash,
-    event_facts,
     key_id,
-    make_record,
-    parse_topic,
-    redacted_stub,
-    selection_message,
     sha256_hex,
     utc_iso,
 )
+from tsuchi.projections.audit.records import event_facts, make_record, parse_topic
 
 log = logging.getLogger("tsuchi.audit")
 
@@ -142,22 +135,6 @@ checkpoints = Table(
     Column("key_id", String(16), nullable=False),
     Column("signature", Text, nullable=False),
 )
-
-
-class AuditError(TsuchiError):
-    """The audit trail cannot do what was asked (nothing to export, a stored
-    event it cannot read, a checkpoint it cannot issue)."""
-
-
-class AuditMismatch(AuditError):
-    """The database no longer matches the audit chain at ``seq``: a stored
-    event was changed, deleted or inserted after it was chained, or the chain
-    or a checkpoint itself was altered.  ``reason`` says which."""
-
-    def __init__(self, seq: int, reason: str) -> None:
-        self.seq = seq
-        self.reason = reason
-        super().__init__(f"audit mismatch at seq {seq}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -219,50 +196,6 @@ def _record_of_row(row: Any) -> dict[str, Any]:
 
 def _checkpoint_of_row(row: Any) -> Checkpoint:
     return Checkpoint(int(row.seq), row.head, row.issued_at, row.key_id, row.signature)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    first_seq: int
-    last_seq: int
-    end_checkpoint: Checkpoint | None  # None: issue one at last_seq after streaming
-
-
-class _Writer:
-    """Export files written under temporary names, renamed when complete."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.names = (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)
-        self.tmp = {n: out_dir / f".{n}.partial" for n in self.names}
-        self.records: BinaryIO = self.tmp[RECORDS_FILE].open("wb")
-        self.checkpoints: BinaryIO = self.tmp[CHECKPOINTS_FILE].open("wb")
-        self.digest = hashlib.sha256()
-
-    def record(self, obj: dict[str, Any]) -> None:
-        line = canonical_json(obj) + b"\n"
-        self.digest.update(line)
-        self.records.write(line)
-
-    def checkpoint(self, cp: Checkpoint) -> None:
-        self.checkpoints.write(canonical_json(cp.as_dict()) + b"\n")
-
-    def finish(self, manifest: dict[str, Any]) -> None:
-        self.tmp[MANIFEST_FILE].write_bytes(
-            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-        )
-        for f in (self.records, self.checkpoints):
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for n in self.names:
-            self.tmp[n].replace(self.out_dir / n)
-
-    def abandon(self) -> None:
-        for f in (self.records, self.checkpoints):
-            f.close()
-        for p in self.tmp.values():
-            p.unlink(missing_ok=True)
 
 
 class AuditTrail:
@@ -538,36 +471,6 @@ class AuditTrail:
                 return missing[0]
         return None
 
-    def _stored_checkpoints(self, first: int, last: int) -> Iterator[Checkpoint]:
-        """This key's checkpoints with ``first <= seq <= last``, ascending, paged."""
-        cur = first
-        while True:
-            with self.store.session(commit=False) as s:
-                rows = s.execute(
-                    select(checkpoints)
-                    .where(
-                        checkpoints.c.seq >= cur,
-                        checkpoints.c.seq <= last,
-                        checkpoints.c.key_id == self.key_id,
-                    )
-                    .order_by(checkpoints.c.seq)
-                    .limit(500)
-                ).all()
-            if not rows:
-                return
-            for row in rows:
-                yield _checkpoint_of_row(row)
-            cur = int(rows[-1].seq) + 1
-
-    def _check_signature(self, cp: Checkpoint) -> None:
-        try:
-            self._public.verify(
-                base64.b64decode(cp.signature),
-                checkpoint_message(self.origin, cp.seq, cp.head, cp.issued_at),
-            )
-        except (InvalidSignature, ValueError):
-            raise AuditMismatch(cp.seq, "the stored checkpoint's signature is invalid") from None
-
     # -- checkpoints ---------------------------------------------------------------------
     def latest_checkpoint(self) -> Checkpoint | None:
         _ = self.origin
@@ -627,60 +530,6 @@ class AuditTrail:
         return cp
 
     # -- export --------------------------------------------------------------------------
-    def _plan(self, tenant: str | None, since: str | None, until: str | None) -> _Plan:
-        with self.store.session(commit=False) as s:
-            head_seq = int(s.execute(select(position.c.seq).where(position.c.id == 1)).scalar_one())
-            if head_seq == 0:
-                raise AuditError("the audit chain is empty; nothing to export")
-            last: int | None = head_seq
-            if until is not None:
-                last = s.execute(
-                    select(func.max(chain.c.seq)).where(chain.c.recorded_at < until)
-                ).scalar()
-                if last is None:
-                    raise InvalidInput("until", "no audit records were recorded before it")
-            target = 1
-            if since is not None:
-                found = s.execute(
-                    select(func.min(chain.c.seq)).where(
-                        chain.c.recorded_at >= since, chain.c.seq <= last
-                    )
-                ).scalar()
-                if found is None:
-                    raise InvalidInput("since", "no audit records in the window")
-                target = int(found)
-            end = s.execute(
-                select(checkpoints)
-                .where(checkpoints.c.seq >= last)
-                .order_by(checkpoints.c.seq)
-                .limit(1)
-            ).first()
-            end_cp: Checkpoint | None = None
-            if end is not None:
-                if end.key_id != self.key_id:
-                    raise AuditError(
-                        f"the checkpoint closing this range (seq {end.seq}) is signed by "
-                        f"another key ({end.key_id}); export a range ending later"
-                    )
-                end_cp = _checkpoint_of_row(end)
-                last = end_cp.seq
-            anchor = s.execute(
-                select(func.max(checkpoints.c.seq)).where(
-                    checkpoints.c.seq < target, checkpoints.c.key_id == self.key_id
-                )
-            ).scalar()
-            first = 1 if anchor is None else int(anchor) + 1
-            if tenant is not None:
-                has = s.execute(
-                    select(chain.c.seq)
-                    .where(chain.c.tenant == tenant, chain.c.seq >= first, chain.c.seq <= last)
-                    .limit(1)
-                ).first()
-                if has is None:
-                    raise InvalidInput("tenant", "no audit records of this tenant in the range")
-        assert last is not None
-        return _Plan(first, int(last), end_cp)
-
     def export(
         self,
         out_dir: str | Path,
@@ -698,92 +547,20 @@ class AuditTrail:
         after a checkpoint (included as its anchor) and ends at a checkpoint,
         so it may hold a few records outside the window.  With ``tenant``,
         other tenants' records appear as hash-only stubs (see
-        :mod:`tsuchi.projections.audit_format`).  Every record is re-verified
+        :mod:`tsuchi.projections.audit.format`).  Every record is re-verified
         against the stored event behind it; a difference raises
         :class:`AuditMismatch` and leaves no export behind.
         """
-        issued_at = _aware(now, "now")
-        since_s = None if since is None else _aware(since, "since")
-        until_s = None if until is None else _aware(until, "until")
-        if since_s is not None and until_s is not None and since_s >= until_s:
-            raise InvalidInput("since", "must be before until")
-        if tenant is not None and not tenant:
-            raise InvalidInput("tenant", "must not be empty")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if any((out / n).exists() for n in (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)):
-            raise InvalidInput("out_dir", "already holds an export; choose an empty directory")
-        self.catch_up(batch)
-        plan = self._plan(tenant, since_s, until_s)
-        total = plan.last_seq - plan.first_seq + 1
-        writer = _Writer(out)
-        try:
-            if progress is not None:
-                progress(0, total)
-            cps = self._stored_checkpoints(max(plan.first_seq - 1, 1), plan.last_seq)
-            cp = next(cps, None)
-            with self.store.session(commit=False) as s:
-                anchor, _nid = self._anchor(s, plan.first_seq)
-            if plan.first_seq > 1:
-                if cp is None or cp.seq != plan.first_seq - 1 or cp.head != anchor:
-                    raise AuditMismatch(
-                        plan.first_seq - 1, "the anchor checkpoint does not match the chain"
-                    )
-                self._check_signature(cp)
-                writer.checkpoint(cp)
-                cp = next(cps, None)
-            done = 0
-            redacted = 0
-            head = anchor
-            for record in self._verified_records(plan.first_seq, plan.last_seq, batch):
-                seq = record["seq"]
-                if tenant is None or record["tenant"] == tenant:
-                    writer.record(record)
-                else:
-                    writer.record(redacted_stub(record))
-                    redacted += 1
-                head = record["entry_hash"]
-                while cp is not None and cp.seq <= seq:
-                    if cp.seq != seq or cp.head != head:
-                        raise AuditMismatch(
-                            cp.seq, "the stored checkpoint does not match the chain"
-                        )
-                    self._check_signature(cp)
-                    if cp.seq < plan.last_seq or plan.end_checkpoint is not None:
-                        writer.checkpoint(cp)
-                    cp = next(cps, None)
-                done += 1
-                if progress is not None and (done % batch == 0 or done == total):
-                    progress(done, total)
-            if plan.end_checkpoint is None:
-                writer.checkpoint(self._issue(plan.last_seq, head, issued_at))
-            records_sha256 = writer.digest.hexdigest()
-            manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "origin": self.origin,
-                "first_seq": plan.first_seq,
-                "last_seq": plan.last_seq,
-                "record_count": total,
-                "anchor_prev_hash": anchor,
-                "records_sha256": records_sha256,
-                "public_key": base64.b64encode(self.public_key).decode(),
-                "key_id": self.key_id,
-            }
-            if tenant is not None:
-                manifest["tenant"] = tenant
-                manifest["redacted_count"] = redacted
-                manifest["selection_signature"] = base64.b64encode(
-                    self._signing_key.sign(
-                        selection_message(
-                            self.origin, tenant, plan.first_seq, plan.last_seq, records_sha256
-                        )
-                    )
-                ).decode()
-            writer.finish(manifest)
-        except BaseException:
-            writer.abandon()
-            raise
-        log.info(
-            "audit export of seq %d..%d written (%d records)", plan.first_seq, plan.last_seq, total
+        # The export module builds on this one, so it is imported when used.
+        from tsuchi.infrastructure.audit_export import write_export
+
+        return write_export(
+            self,
+            out_dir,
+            now,
+            tenant=tenant,
+            since=since,
+            until=until,
+            progress=progress,
+            batch=batch,
         )
-        return manifest
