@@ -1,0 +1,53 @@
+"""What every ``tsuchi`` command shares: the consoles, ``--db``/``--keys`` and errors.
+
+Why this module exists: the command groups live in separate modules but must
+print to the same consoles, take the same ``--db`` and ``--keys`` options and
+report a bad setting or a :class:`~tsuchi.errors.TsuchiError` the same way
+(exit 2 and exit 1, message on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tsuchi.errors import TsuchiError
+
+console = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    str,
+    typer.Option(
+        "--db", help="SQLAlchemy URL of the tsuchi database.", envvar="TSUCHI_DATABASE_URL"
+    ),
+]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option("--keys", help="Directory of the key files.", envvar="TSUCHI_KEYS_DIR"),
+]
+
+
+def fail(e: TsuchiError) -> typer.Exit:
+    """Print ``e`` on stderr and return the exit (code 1) to raise."""
+    err.print(f"[bold red]error[/]: {type(e).__name__}: {e}")
+    return typer.Exit(1)
+
+
+def load_settings(db: str, keys: Path | None, **extra: Any) -> Any:
+    """The :class:`~tsuchi.settings.Settings` of a command; exit 2 on a bad setting."""
+    from pydantic import ValidationError
+
+    from tsuchi.settings import Settings
+
+    try:
+        return Settings(database_url=db, keys_dir=keys, **extra)
+    except ValidationError as e:
+        # Name the setting and the rule; never echo the value (it may be a secret).
+        for problem in e.errors():
+            where = ".".join(str(x) for x in problem["loc"])
+            err.print(f"error: setting {where} (TSUCHI_{where.upper()}): {problem['msg']}")
+        raise typer.Exit(2) from None

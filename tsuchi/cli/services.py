@@ -1,0 +1,73 @@
+"""``tsuchi worker`` and ``tsuchi serve``: the long-running processes.
+
+Why this module exists: unlike the other commands, these two do not run and
+exit; they hold an engine open until a signal (``worker``: scheduler, sweeps,
+dispatch and projections) or until the server stops (``serve``: the
+aggregator's status webhooks and the health check), and log at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from tsuchi.cli.common import DbOpt, KeysOpt, err, fail, load_settings
+from tsuchi.errors import TsuchiError
+
+
+def worker(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    worker_id: Annotated[str, typer.Option("--id", help="Name of this worker.")] = "worker-1",
+    sweep_seconds: Annotated[float, typer.Option(min=0.05, help="Sweep interval.")] = 1.0,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until a signal).")
+    ] = None,
+) -> None:
+    """Run the scheduler, sweeps, dispatch and projections until SIGTERM/SIGINT."""
+    from datetime import timedelta
+
+    from tsuchi.engine import Engine
+    from tsuchi.worker import Worker
+
+    logging.getLogger("tsuchi").setLevel(logging.INFO)
+    # A stop request that arrives while the engine opens is kept, not fatal.
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
+    try:
+        with Engine(load_settings(db, keys, worker_id=worker_id)) as engine:
+            w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds))
+            w.install_signal_handlers()
+            if early_stop:
+                w.stop()
+            w.run(max_seconds=max_seconds)
+    except TsuchiError as e:
+        raise fail(e) from None
+
+
+def serve(
+    db: DbOpt = "sqlite:///tsuchi.db",
+    keys: KeysOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Receive aggregator webhooks (POST /webhooks/status) and answer GET /healthz.
+
+    Webhooks must be signed with TSUCHI_WEBHOOK_SECRET (X-Tsuchi-Signature:
+    t=<unix>,v1=<hex HMAC-SHA256 of "t.body">, or X-Tsuchi-Token)."""
+    from tsuchi.engine import Engine
+    from tsuchi.serve import create_app, run
+
+    logging.getLogger("tsuchi").setLevel(logging.INFO)
+    try:
+        with Engine(load_settings(db, keys)) as engine:
+            if not engine.settings.webhook_secret:
+                err.print("error: set TSUCHI_WEBHOOK_SECRET")
+                raise typer.Exit(1)
+            run(create_app(engine.handle_webhook, engine.settings.webhook_max_body), host, port)
+    except TsuchiError as e:
+        raise fail(e) from None
