@@ -6,7 +6,7 @@ The same events are stored (and read back) twice in one fresh database:
   :class:`~tsuchi.infrastructure.mapper.PersonalDataMapper` seals every
   :class:`~tsuchi.domain.personal.Personal` value with AES-256-GCM under the
   account's data key (and opens it on reading);
-* ``plain``: through a subclass of tsuchi's ``EventStore`` (own table
+* ``plain``: through a subclass of tsuchi's ``AggregateStore`` (own table
   ``tsuchi_plain_events``, same database, same ``eventsourcing-sqlalchemy``
   wiring) whose mapper writes each ``Personal`` value as its plaintext string
   instead, and reads it back as ``Personal``: identical events, no crypto.
@@ -46,7 +46,7 @@ from tsuchi.domain.personal import Personal
 from tsuchi.domain.template import template_id
 from tsuchi.domain.values import Capability, Carrier, Channel, Purpose, Urgency
 from tsuchi.infrastructure.mapper import PersonalDataMapper
-from tsuchi.infrastructure.store import EventStore
+from tsuchi.infrastructure.store import AggregateStore
 
 NAME = "pii"
 MIN_RATIO = 1 / 1.2
@@ -75,7 +75,7 @@ class PlainMapper(PersonalDataMapper):
         return value
 
 
-class PlainStore(EventStore):
+class PlainStore(AggregateStore):
     name = "tsuchi_plain"
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -138,7 +138,7 @@ def run(ctx: Ctx) -> list[Result]:
     n = ctx.sizes.pii_messages
     engine, _clock, _gw, url, _keys = open_engine(ctx)
     plain = PlainStore(keyring=engine.keyring, url=url)
-    stores: dict[str, EventStore] = {"sealed": engine.store, "plain": plain}
+    stores: dict[str, AggregateStore] = {"sealed": engine.store, "plain": plain}
     write = {"sealed": 0.0, "plain": 0.0}
     read = {"sealed": 0.0, "plain": 0.0}
     events = {"sealed": 0, "plain": 0}
@@ -150,7 +150,7 @@ def run(ctx: Ctx) -> list[Result]:
             accts = accounts[key]
 
             def save_accounts(
-                store: EventStore = store, accts: list[Account] = accts, key: str = key
+                store: AggregateStore = store, accts: list[Account] = accts, key: str = key
             ) -> None:
                 with store.session(commit=True):
                     if key == "sealed":  # data keys are part of what encryption costs
@@ -166,7 +166,9 @@ def run(ctx: Ctx) -> list[Result]:
             for key, store in stores.items():
                 msgs = _messages(sender, [a.id for a in accounts[key]], lo, hi, key)
 
-                def save_messages(store: EventStore = store, msgs: list[Message] = msgs) -> None:
+                def save_messages(
+                    store: AggregateStore = store, msgs: list[Message] = msgs
+                ) -> None:
                     for m in msgs:
                         with store.session(commit=True):
                             store.save(m)
@@ -180,7 +182,7 @@ def run(ctx: Ctx) -> list[Result]:
             for key, store in stores.items():
 
                 def load(
-                    store: EventStore = store, mids: list[UUID] = ids[key][lo : lo + BLOCK]
+                    store: AggregateStore = store, mids: list[UUID] = ids[key][lo : lo + BLOCK]
                 ) -> None:
                     with store.session(commit=False):
                         for mid in mids:

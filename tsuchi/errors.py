@@ -11,12 +11,16 @@ never the value that broke it.
     │   ├── InvalidMobileNumber
     │   ├── InvalidVariables         missing, unknown or mistyped template variables
     │   ├── BodyTooLong              a rendered body over the channel limit
-    │   └── IdempotencyConflict      same idempotency key, different request
+    │   ├── IdempotencyConflict      same idempotency key, different request
+    │   └── WebhookRejected          a webhook request refused   (status, field, rule)
     ├── NotFound                     (kind, key)
     │   ├── UnknownAccount
     │   ├── UnknownSender
     │   ├── UnknownTemplate
-    │   └── UnknownMessage
+    │   ├── UnknownMessage
+    │   ├── UnknownDeadline          (also an InvalidInput, as it was before)
+    │   ├── UnknownFraudCase         (also an InvalidInput)
+    │   └── UnknownBroadcast         (also an InvalidInput)
     ├── RuleViolation                a domain invariant refused a command
     │   ├── TemplateNotApproved
     │   ├── SenderNotActive
@@ -29,8 +33,11 @@ never the value that broke it.
     ├── PersonalDataError
     │   ├── CiphertextRejected       tampered or moved ciphertext
     │   └── DataErased               the subject was erased; plaintext is gone
+    ├── GatewayRejected              the aggregator refused the whole request   (code, rule)
+    ├── ProjectionError              a stored event a projection cannot apply
     ├── TransientError               retry the operation
-    │   └── ConcurrencyConflict
+    │   ├── ConcurrencyConflict
+    │   └── GatewayUnavailable       the aggregator cannot be reached; nothing handed over
     └── AuditError                   the audit trail cannot do what was asked
         └── AuditMismatch            the database no longer matches the chain   (seq, reason)
 """
@@ -100,6 +107,42 @@ class UnknownMessage(NotFound):
         super().__init__("message", key)
 
 
+class UnknownDeadline(NotFound, InvalidInput):
+    """No such deadline.  Also an :class:`InvalidInput` (``field`` names the
+    argument), which is what callers caught before it had its own type."""
+
+    def __init__(self, field: str) -> None:
+        NotFound.__init__(self, "deadline", field)
+        self.field = field
+        self.rule = "no such deadline"
+
+
+class UnknownFraudCase(NotFound, InvalidInput):
+    """No such fraud case (also an :class:`InvalidInput` on ``case_id``)."""
+
+    def __init__(self, key: str) -> None:
+        NotFound.__init__(self, "fraud case", key)
+        self.field = "case_id"
+        self.rule = "no such fraud case"
+
+
+class UnknownBroadcast(NotFound, InvalidInput):
+    """No such broadcast (also an :class:`InvalidInput` on ``broadcast_id``)."""
+
+    def __init__(self, key: str) -> None:
+        NotFound.__init__(self, "broadcast", key)
+        self.field = "broadcast_id"
+        self.rule = "no such broadcast"
+
+
+class WebhookRejected(InvalidInput):
+    """A webhook request was refused; answer it with ``status``."""
+
+    def __init__(self, status: int, field: str, rule: str) -> None:
+        self.status = status
+        super().__init__(field, rule)
+
+
 class RuleViolation(TsuchiError):
     """A domain invariant refused a command.  ``rule`` names the invariant."""
 
@@ -163,6 +206,37 @@ class ConcurrencyConflict(TransientError):
     """Another writer changed the same aggregate first; retry the command."""
 
 
+class GatewayRejected(TsuchiError):
+    """The aggregator refused the whole request (bad credentials, no balance,
+    malformed request, unexpected 4xx).  Retrying the same request will not
+    help; ``code`` is CM's error code (or ``http_<status>``), ``rule`` names it."""
+
+    def __init__(self, code: str, rule: str) -> None:
+        self.code = code
+        self.rule = rule
+        super().__init__(f"aggregator rejected the request: {rule} (code {code})")
+
+
+class GatewayUnavailable(TransientError):
+    """The aggregator cannot be reached right now and nothing was handed over;
+    retry later.  ``retry_after`` (seconds) is a hint when known."""
+
+    def __init__(self, rule: str, retry_after: float | None = None) -> None:
+        self.rule = rule
+        self.retry_after = retry_after
+        super().__init__(f"aggregator unavailable: {rule}")
+
+
+class ProjectionError(TsuchiError):
+    """A projection cannot apply a stored event (it is not readable JSON, or
+    breaks the projection's assumptions); ``notification_id`` names it."""
+
+    def __init__(self, notification_id: int, reason: str) -> None:
+        self.notification_id = notification_id
+        self.reason = reason
+        super().__init__(f"stored event {notification_id}: {reason}")
+
+
 # -- audit trail (tsuchi.infrastructure.audit) -------------------------------------------------
 
 
@@ -192,6 +266,8 @@ __all__ = [
     "ConfigurationError",
     "DataErased",
     "FourEyesViolation",
+    "GatewayRejected",
+    "GatewayUnavailable",
     "IdempotencyConflict",
     "InvalidInput",
     "InvalidMobileNumber",
@@ -199,6 +275,7 @@ __all__ = [
     "KeyMaterialError",
     "NotFound",
     "PersonalDataError",
+    "ProjectionError",
     "RuleViolation",
     "SchemaTooNew",
     "SenderNotActive",
@@ -206,8 +283,12 @@ __all__ = [
     "TransientError",
     "TsuchiError",
     "UnknownAccount",
+    "UnknownBroadcast",
+    "UnknownDeadline",
+    "UnknownFraudCase",
     "UnknownMessage",
     "UnknownSender",
     "UnknownTemplate",
     "UnsupportedDatabaseURL",
+    "WebhookRejected",
 ]

@@ -81,10 +81,3 @@ class Gateway(Protocol):
         """At most ``limit`` reports that became available up to ``until`` (push
         gateways return [])."""
         ...
-
-
-class ReconcilingGateway(Gateway, Protocol):
-    """A gateway that can tell which references it has already accepted, so a
-    submission interrupted by a crash is neither lost nor sent twice."""
-
-    def known(self, references: Sequence[str]) -> set[str]: ...

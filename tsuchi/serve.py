@@ -18,32 +18,23 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+from tsuchi.application.views import WebhookResult
 from tsuchi.errors import InvalidInput, TransientError
 from tsuchi.infrastructure.webhooks import MAX_BODY, WebhookRejected
 
 log = logging.getLogger("tsuchi.serve")
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS_PATH = "/webhooks/status"
 HEALTH_PATH = "/healthz"
-
-
-@dataclass(frozen=True)
-class WebhookResult:
-    """What one webhook request did: reports newly applied, already known, or
-    for no known message."""
-
-    accepted: int
-    duplicates: int = 0
-    orphans: int = 0
 
 
 Handler = Callable[[Mapping[str, str], bytes], WebhookResult]

@@ -35,7 +35,6 @@ from datetime import UTC, timedelta
 from types import FrameType
 from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -226,10 +225,6 @@ class Worker:
             args=[self.worker_id, "daily_report"],
             replace_existing=True,
         )
-        try:  # the polling job of earlier versions: the thread below replaces it
-            store.remove_job(f"urgent:{self.worker_id}")
-        except JobLookupError:
-            pass
         noise = _SchedulerNoise(self._stop, lambda: self._busy_since)
         scheduler_log = logging.getLogger("apscheduler.scheduler")
         urgent = threading.Thread(

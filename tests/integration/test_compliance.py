@@ -211,7 +211,7 @@ def test_proof_of_consent_at_send_time(engine: Engine, clock: ManualClock) -> No
     clock.advance(timedelta(days=1))
     engine.withdraw_consent(w.accounts[0], w.sender, "marketing", source="app")
     # "Why was this sent?": the consent id and version on the message ...
-    store_msg = engine._message(m.id)
+    store_msg = engine.services.notices.find(m.id)
     assert store_msg is not None
     assert store_msg.sent_basis["consent_version"] == version
     # ... and the consent as it stood at that moment.

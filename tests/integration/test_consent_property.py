@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
-from tsuchi.domain.consent import Consent, consent_id
 
 from ..conftest import PG_URL, reset_postgres
 from .world import build
@@ -66,7 +65,7 @@ def check_sequence(url: str, keys: Path, ops: list[tuple[str, int]]) -> None:
             if msg.purpose.value != "marketing":
                 continue
             with e.store.session(commit=False):
-                c = e._find(Consent, consent_id(msg.account_id, msg.sender_id, msg.purpose))
+                c = e.services.consents.find(msg.account_id, msg.sender_id, msg.purpose)
             assert c is not None, "marketing submitted without any consent record"
             state = c.state_at(submitted_at[sub.reference])
             assert state is not None and state.action == "granted"

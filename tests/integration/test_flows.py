@@ -97,12 +97,12 @@ def test_timer_due_while_down_fires_late_and_double_fire_sends_once(
         ).one()
     assert row[0] is True and row[1] is not None
     # Fire the same timer again, as a crashed worker's retry would.
-    from tsuchi.infrastructure import timers as timer_mod
+    from tsuchi.infrastructure.sql import timers as timer_mod
 
     t = timer_mod.Timer(
         f"reminder:{did.hex}:60", "reminder", T0, {"deadline_id": did.hex, "offset": 60}, True
     )
-    engine.flows._fire(t)
+    engine.services.sweep.fire(t)
     engine.sweep()
     ids = engine.messages(correlation_id=f"deadline:{did.hex}")
     assert len(ids) == 1
@@ -200,7 +200,7 @@ def test_broadcast_safety_check_with_replies_and_urgent_first(
         w.sender, "earthquake-drill", "safety_check", accounts, urgency="normal"
     )
     assert engine.start_broadcast(w.sender, "earthquake-drill", "safety_check", accounts) == bid
-    engine.flows.sweep(max_timers=1)  # expand one chunk ...
+    engine.sweep(max_timers=1)  # expand one chunk ...
     urgent = engine.request_notice(
         w.sender,
         w.accounts[0],

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import pytest
 
-import tsuchi.flows as flows_module
+import tsuchi.application.flows.broadcasts as flows_module
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
 from tsuchi.worker import Worker
 

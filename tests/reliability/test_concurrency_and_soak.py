@@ -111,7 +111,7 @@ def test_two_engine_processes_on_the_same_consents(tmp_path: Path) -> None:
             assert ("withdrawn", "withdrawn") not in set(pairwise(actions))
             granted_versions = {h.version for h in c.history if h.action == "granted"}
             for mid in e.messages(account_id=a):
-                m = e._message(mid)
+                m = e.services.notices.find(mid)
                 assert m is not None
                 if m.sent_basis:
                     # Proof of consent: the version that authorised the send was a grant.

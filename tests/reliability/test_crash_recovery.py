@@ -16,7 +16,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tsuchi import Engine, ManualClock, MessageStatus, Settings, SimulatedCarrierNetwork
+from tsuchi import (
+    Engine,
+    ManualClock,
+    MessageStatus,
+    Settings,
+    SimulatedCarrierNetwork,
+    Submission,
+)
 from tsuchi.infrastructure.tables import outbox
 from tsuchi.projections.audit import verify_export
 
@@ -28,10 +35,10 @@ from .test_workers import LONG, WORKER, customers, worker_env
 NOTE = {"memo": "明細のお知らせ"}
 
 
-def _interrupt_after_prepare(engine: Engine) -> list[tuple[str, int]]:
+def _interrupt_after_prepare(engine: Engine) -> dict[str, Submission]:
     """Do what dispatch does up to the gateway call, then 'crash'."""
-    claimed = engine._claim(100)
-    return list(engine._unit(lambda s: engine._prepare(s, claimed)))
+    _, subs = engine.services.dispatch.prepare(100)
+    return {sub.reference: sub for sub in subs}
 
 
 def test_interrupted_submission_is_reconciled_with_a_gateway_that_knows(
@@ -43,9 +50,7 @@ def test_interrupted_submission_is_reconciled_with_a_gateway_that_knows(
     ready = _interrupt_after_prepare(engine)
     assert len(ready) == 2
     # The gateway got a's submission before the crash, not b's.
-    sub_a = engine._build_submission(a.id, 1)
-    assert sub_a is not None
-    network.submit([sub_a])
+    network.submit([ready[f"{a.id.hex}:1"]])
     assert engine.dispatch() == 0  # claims are still within their lease
     clock.advance(engine.settings.timer_lease + timedelta(seconds=1))
     assert engine.dispatch() == 1  # only b is (re)submitted
@@ -67,9 +72,7 @@ def test_interrupted_submission_without_reconciliation_is_never_resent(
         with Engine(settings, clock=clock, gateway=gw) as e:
             w = build(e)
             m = e.request_notice(w.sender, w.accounts[0], "note", NOTE, idempotency_key="u")
-            _interrupt_after_prepare(e)
-            sub = e._build_submission(m.id, 1)
-            assert sub is not None
+            sub = _interrupt_after_prepare(e)[f"{m.id.hex}:1"]
             gw.submit([sub])  # reached the aggregator, then the worker died
             clock.advance(e.settings.timer_lease + timedelta(seconds=1))
             assert e.dispatch() == 0

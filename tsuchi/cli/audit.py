@@ -58,7 +58,7 @@ def audit_export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from tsuchi.engine import Engine
-    from tsuchi.infrastructure.audit import AuditMismatch
+    from tsuchi.errors import AuditMismatch
 
     since_m, until_m = _moment(since, "since"), _moment(until, "until")
     try:
@@ -105,7 +105,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Verify an export offline; exit 0 if intact, 1 naming the first bad seq."""
-    from tsuchi.projections.audit_format import parse_public_key, verify_export
+    from tsuchi.projections.audit import parse_public_key, verify_export
 
     key = None
     if public_key is not None:

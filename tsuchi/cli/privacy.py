@@ -60,7 +60,7 @@ def accounts_report(
 ) -> None:
     """Subject access report: everything held about one customer."""
     from tsuchi.engine import Engine
-    from tsuchi.projections.subject_access import render_text
+    from tsuchi.reporting.subject_access import render_text
 
     if format not in ("text", "json"):
         err.print("error: --format must be text or json")

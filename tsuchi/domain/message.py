@@ -43,6 +43,19 @@ def message_id(sender_id: UUID, idempotency_key: str) -> UUID:
     return uuid5(MESSAGE_NAMESPACE, f"{sender_id}/{idempotency_key}")
 
 
+def gateway_reference(message: UUID, attempt: int) -> str:
+    """The reference one attempt of a message goes to the gateway with; reports
+    and replies come back with it."""
+    return f"{message.hex}:{attempt}"
+
+
+def parse_gateway_reference(reference: str) -> tuple[UUID, int]:
+    """The message and attempt a gateway reference names; ValueError if it
+    is not one of ours."""
+    mid_hex, attempt = reference.split(":")
+    return UUID(hex=mid_hex), int(attempt)
+
+
 @dataclass
 class Attempt:
     number: int

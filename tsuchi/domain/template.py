@@ -27,7 +27,7 @@ from tsuchi.domain.channels import (
     check_sms_body,
 )
 from tsuchi.domain.pci import check_no_card_number
-from tsuchi.domain.values import Purpose
+from tsuchi.domain.values import Channel, Purpose
 from tsuchi.errors import (
     FourEyesViolation,
     InvalidInput,
@@ -73,6 +73,16 @@ class TemplateVersion:
     status: VersionStatus = VersionStatus.DRAFTED
     approver: str | None = None
     attachments: tuple[dict[str, Any], ...] = ()
+
+    def body(self, channel: Channel, values: dict[str, str]) -> str:
+        """The text sent on ``channel``, its placeholders filled from ``values``
+        (stored forms: shown as their display forms)."""
+        text = self.plus_message_text if channel is Channel.PLUS_MESSAGE else self.sms_text
+        return render(text, self.variables, values)
+
+    def bodies(self, values: dict[str, str]) -> tuple[str, str]:
+        """The +Message and the SMS text with ``values`` filled in."""
+        return self.body(Channel.PLUS_MESSAGE, values), self.body(Channel.SMS, values)
 
 
 def template_id(sender_id: UUID, name: str) -> UUID:

@@ -30,8 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from sqlalchemy import func, select
 
 from tsuchi.errors import AuditError, AuditMismatch, InvalidInput
-from tsuchi.infrastructure.audit import (
-    AuditTrail,
+from tsuchi.infrastructure.audit_chain import (
+    AuditChain,
     Checkpoint,
     Progress,
     _aware,
@@ -98,7 +98,7 @@ class _Writer:
             p.unlink(missing_ok=True)
 
 
-def _stored_checkpoints(trail: AuditTrail, first: int, last: int) -> Iterator[Checkpoint]:
+def _stored_checkpoints(trail: AuditChain, first: int, last: int) -> Iterator[Checkpoint]:
     """This key's checkpoints with ``first <= seq <= last``, ascending, paged."""
     cur = first
     while True:
@@ -120,7 +120,7 @@ def _stored_checkpoints(trail: AuditTrail, first: int, last: int) -> Iterator[Ch
         cur = int(rows[-1].seq) + 1
 
 
-def _check_signature(trail: AuditTrail, cp: Checkpoint) -> None:
+def _check_signature(trail: AuditChain, cp: Checkpoint) -> None:
     try:
         trail._public.verify(
             base64.b64decode(cp.signature),
@@ -130,7 +130,7 @@ def _check_signature(trail: AuditTrail, cp: Checkpoint) -> None:
         raise AuditMismatch(cp.seq, "the stored checkpoint's signature is invalid") from None
 
 
-def _plan(trail: AuditTrail, tenant: str | None, since: str | None, until: str | None) -> _Plan:
+def _plan(trail: AuditChain, tenant: str | None, since: str | None, until: str | None) -> _Plan:
     with trail.store.session(commit=False) as s:
         head_seq = int(s.execute(select(position.c.seq).where(position.c.id == 1)).scalar_one())
         if head_seq == 0:
@@ -186,7 +186,7 @@ def _plan(trail: AuditTrail, tenant: str | None, since: str | None, until: str |
 
 
 def write_export(
-    trail: AuditTrail,
+    trail: AuditChain,
     out_dir: str | Path,
     now: datetime,
     tenant: str | None = None,

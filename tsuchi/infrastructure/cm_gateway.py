@@ -56,7 +56,11 @@ from typing import Any, Literal
 import httpx
 
 from tsuchi.domain.values import Channel
-from tsuchi.errors import InvalidInput, TransientError, TsuchiError
+from tsuchi.errors import (
+    GatewayRejected,
+    GatewayUnavailable,
+    InvalidInput,
+)
 from tsuchi.ports import StatusReport, Submission, SubmitResult
 
 log = logging.getLogger("tsuchi.cm")
@@ -89,27 +93,6 @@ MESSAGE_REASONS: dict[int, str] = {
 }
 
 UNCONFIRMED = "unconfirmed"
-
-
-class GatewayRejected(TsuchiError):
-    """The aggregator refused the whole request (bad credentials, no balance,
-    malformed request, unexpected 4xx).  Retrying the same request will not
-    help; ``code`` is CM's error code (or ``http_<status>``), ``rule`` names it."""
-
-    def __init__(self, code: str, rule: str) -> None:
-        self.code = code
-        self.rule = rule
-        super().__init__(f"aggregator rejected the request: {rule} (code {code})")
-
-
-class GatewayUnavailable(TransientError):
-    """The aggregator cannot be reached right now and nothing was handed over;
-    retry later.  ``retry_after`` (seconds) is a hint when known."""
-
-    def __init__(self, rule: str, retry_after: float | None = None) -> None:
-        self.rule = rule
-        self.retry_after = retry_after
-        super().__init__(f"aggregator unavailable: {rule}")
 
 
 BreakerState = Literal["closed", "open", "half_open"]

@@ -54,7 +54,7 @@ from tsuchi.infrastructure.projection_runner import (
     ProjectionRunner,
     StoredNotification,
 )
-from tsuchi.infrastructure.store import EventStore
+from tsuchi.infrastructure.store import AggregateStore
 from tsuchi.projections.delivery_report import (
     REPORT_KEYS,
     AttemptFacts,
@@ -278,7 +278,7 @@ class DeliveryReport:
     name = "delivery_report"
     metadata = report_metadata
 
-    def __init__(self, store: EventStore, runner: ProjectionRunner | None = None) -> None:
+    def __init__(self, store: AggregateStore, runner: ProjectionRunner | None = None) -> None:
         self.store = store
         self.runner = runner or ProjectionRunner(store)
 

@@ -56,8 +56,13 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from tsuchi.errors import ConcurrencyConflict, InvalidInput, TransientError, TsuchiError
-from tsuchi.infrastructure.store import EventStore
+from tsuchi.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    ProjectionError,
+    TransientError,
+)
+from tsuchi.infrastructure.store import AggregateStore
 
 log = logging.getLogger("tsuchi.projections")
 
@@ -73,16 +78,6 @@ positions = Table(
 _SCHEMA_LOCK = threading.Lock()
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-class ProjectionError(TsuchiError):
-    """A projection cannot apply a stored event (it is not readable JSON, or
-    breaks the projection's assumptions); ``notification_id`` names it."""
-
-    def __init__(self, notification_id: int, reason: str) -> None:
-        self.notification_id = notification_id
-        self.reason = reason
-        super().__init__(f"stored event {notification_id}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -132,9 +127,9 @@ def _uuid(value: Any) -> UUID:
 
 
 class ProjectionRunner:
-    """Catch-up, rebuild and status of projections over one :class:`EventStore`."""
+    """Catch-up, rebuild and status of projections over one :class:`AggregateStore`."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: AggregateStore) -> None:
         self.store = store
         self._ready: set[str] = set()
 

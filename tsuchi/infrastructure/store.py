@@ -3,7 +3,7 @@
 Events (``tsuchi_events``), data keys, read models and the schema record live
 in the database one URL names, or on the host's own SQLAlchemy engine or
 scoped session.  ``eventsourcing-sqlalchemy`` keeps a unit of work per
-context, so everything written inside :meth:`EventStore.transaction` commits
+context, so everything written inside :meth:`AggregateStore.session` commits
 or rolls back together, including the host's own rows.
 """
 
@@ -18,9 +18,15 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Mapper
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    InterfaceError,
+    JSONTranscoder,
+    Mapper,
+    OperationalError,
+)
 from eventsourcing.utils import Environment, EnvType
-from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, transactions
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from sqlalchemy import (
     Engine,
@@ -33,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from tsuchi.errors import KeyMaterialError, SchemaTooNew
@@ -42,6 +49,16 @@ from tsuchi.infrastructure.recorder import CoreApplicationRecorder
 from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metadata
 
 log = logging.getLogger("tsuchi.store")
+
+# What a retry may cure: a dropped connection, a restarted server, a lock
+# timeout, a busy SQLite file.
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,  # eventsourcing's
+    InterfaceError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+)
 
 
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
@@ -121,7 +138,7 @@ class FairLock:
                 self._held = False
 
 
-class EventStore(Application[UUID]):
+class AggregateStore(Application[UUID]):
     """The ``eventsourcing`` application that stores every tsuchi aggregate."""
 
     name = "tsuchi"
@@ -227,6 +244,11 @@ class EventStore(Application[UUID]):
         """The current unit of work's session (joined if one is open)."""
         with self.datastore.transaction(commit=commit) as s:
             yield s
+
+    def in_outer_transaction(self) -> bool:
+        """Whether a transaction is open around the caller (a host's session, or
+        a unit of work of this thread): then nothing here commits on its own."""
+        return transactions.get(None) is not None or self.datastore.scoped_session is not None
 
     def check_schema_and_keys(self, kek_id: str, allow_new: bool) -> None:
         """Record or check the schema version and KEK fingerprint."""

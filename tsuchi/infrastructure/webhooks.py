@@ -31,7 +31,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from tsuchi.errors import InvalidInput, KeyMaterialError
+from tsuchi.errors import KeyMaterialError, WebhookRejected
 from tsuchi.ports import ReportKind, StatusReport
 
 MAX_BODY = 1024 * 1024
@@ -59,14 +59,6 @@ CM_STATUS_KINDS: dict[int, ReportKind] = {
 
 _SIG_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIG_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-class WebhookRejected(InvalidInput):
-    """A webhook request was refused; answer it with ``status``."""
-
-    def __init__(self, status: int, field: str, rule: str) -> None:
-        self.status = status
-        super().__init__(field, rule)
 
 
 # -- authentication ---------------------------------------------------------------------------

@@ -30,11 +30,6 @@ SYSTEM_ACTOR = "system"
 # -- facts of one stored event --------------------------------------------------------------
 
 
-def is_sealed(value: Any) -> bool:
-    """Whether a decoded state value is a sealed personal-data ciphertext."""
-    return isinstance(value, dict) and value.get("_type_") == "pii"
-
-
 def parse_topic(topic: str) -> tuple[str, str]:
     """``tsuchi.domain.message:Message.Routed`` -> ``("Message", "Routed")``."""
     _module, _, qualname = topic.partition(":")

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,6 +26,15 @@ from sqlalchemy.orm import Session
 from tsuchi.infrastructure.tables import timers
 
 LATE_AFTER = timedelta(minutes=5)
+
+
+class NewTimer(NamedTuple):
+    """A timer to schedule: deterministic id, kind, due time, payload of ids."""
+
+    id: str
+    kind: str
+    due_at: datetime
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ _SCHEDULE = {  # built once: statement construction costs more than the insert
 }
 
 
-def schedule(session: Session, items: Iterable[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+def schedule(session: Session, items: Iterable[NewTimer]) -> None:
     """Insert timers (id, kind, due_at, payload); existing ids are left as they are."""
     rows = [
         {"id": i, "kind": k, "due_at": d, "payload": json.dumps(p, sort_keys=True)}

@@ -1,0 +1,31 @@
+"""Reading the schema record before the store opens.
+
+The store writes ``tsuchi_meta`` (schema version, KEK fingerprint); start-up
+must know, before any key is created, whether the database already holds
+encrypted data and under which KEK.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, inspect, select
+
+from tsuchi.infrastructure.tables import meta
+
+
+def database_kek_id(url: str | None, probe: Engine | None) -> str | None:
+    """The KEK id the database records, or None (no database or no record)."""
+    if probe is not None:
+        engine = probe
+    elif url is not None:
+        engine = create_engine(url)
+    else:
+        return None
+    try:
+        if not inspect(engine).has_table("tsuchi_meta"):
+            return None
+        with engine.connect() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "kek_id")).first()
+        return None if row is None else str(row[0])
+    finally:
+        if probe is None:
+            engine.dispose()
