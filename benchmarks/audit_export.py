@@ -39,7 +39,7 @@ from sqlalchemy import func, select
 
 from benchmarks.common import Ctx, Result, Rig, build_rig, count_events, under_limit
 from tsuchi import Engine, Settings
-from tsuchi.domain.message import Message
+from tsuchi.domain.message import Message, gateway_reference
 from tsuchi.domain.personal import Personal
 from tsuchi.domain.template import template_id
 from tsuchi.domain.values import Carrier, Channel, Purpose, Urgency
@@ -91,7 +91,9 @@ def generate(rig: Rig, events: int, start: int) -> int:
                 {"rule": "security_always_allowed", "route": "plus_message_capable"},
                 now,
             )
-            m.mark_submitted(1, f"{m.id.hex}:1", now, {"rule": "security_always_allowed"})
+            m.mark_submitted(
+                1, gateway_reference(m.id, 1), now, {"rule": "security_always_allowed"}
+            )
             for kind in ("accepted", "delivered", "read"):
                 m.record_report(1, kind, now)
             batch.append(m)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
+from tsuchi.domain.message import parse_gateway_reference
 
 from ..conftest import PG_URL, reset_postgres
 from .world import build
@@ -58,10 +59,7 @@ def check_sequence(url: str, keys: Path, ops: list[tuple[str, int]]) -> None:
         for sub in network.submitted:
             submitted_at.setdefault(sub.reference, clock.now())
         for sub in network.submitted:
-            mid = sub.reference.split(":")[0]
-            from uuid import UUID
-
-            msg = e.message(UUID(hex=mid))
+            msg = e.message(parse_gateway_reference(sub.reference)[0])
             if msg.purpose.value != "marketing":
                 continue
             with e.store.session(commit=False):

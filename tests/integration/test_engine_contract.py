@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tsuchi import Engine, ManualClock, MessageStatus, SimulatedCarrierNetwork, StatusReport, errors
+from tsuchi.domain.message import gateway_reference
 from tsuchi.domain.values import Capability, Channel
 
 from .world import NUMBERS, build, count_events
@@ -70,7 +71,7 @@ def test_same_idempotency_key_returns_same_message_and_never_sends_twice(
     )
     assert c.id == a.id and count_events(engine) == events
     assert engine.dispatch() == 0
-    assert [s.reference for s in network.submitted].count(f"{a.id.hex}:1") == 1
+    assert [s.reference for s in network.submitted].count(gateway_reference(a.id, 1)) == 1
     with pytest.raises(errors.IdempotencyConflict) as e:
         engine.request_notice(
             w.sender, w.accounts[1], "fraud_alert", fraud_vars(), idempotency_key="k1"
@@ -265,7 +266,7 @@ def test_late_and_duplicate_reports_never_regress(
     )
     engine.dispatch()
     network.poll_reports(clock.now() + timedelta(days=1))  # discard the simulator's own reports
-    ref = f"{m.id.hex}:1"
+    ref = gateway_reference(m.id, 1)
     now = clock.now()
     assert engine.handle_report(StatusReport(ref, "read", now))
     assert not engine.handle_report(StatusReport(ref, "read", now))

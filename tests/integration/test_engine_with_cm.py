@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tsuchi import Engine, ManualClock, MessageStatus, Settings, errors
+from tsuchi.domain.message import gateway_reference
 from tsuchi.domain.values import Channel
 from tsuchi.infrastructure.cm_gateway import CMGateway, GatewayUnavailable
 from tsuchi.infrastructure.webhooks import sign
@@ -74,7 +75,7 @@ def test_submit_reports_reply_over_http(cm_engine: Engine, cm: FakeCM) -> None:
         w.sender, w.accounts[0], "fraud_alert", FRAUD, idempotency_key="cm-1", urgency="urgent"
     )
     assert cm_engine.dispatch() == 1
-    ref = f"{m.id.hex}:1"
+    ref = gateway_reference(m.id, 1)
     body = cm.requests[-1]["messages"]["msg"][0]
     assert body["reference"] == ref and body["allowedChannels"] == ["RCS"]
     assert [s["label"] for s in body["richContent"]["suggestions"]] == [
@@ -111,7 +112,10 @@ def test_not_capable_falls_back_to_sms_over_http(cm_engine: Engine, cm: FakeCM) 
     assert after.channel is Channel.SMS and after.attempts == 2
     channels = [r["messages"]["msg"][0]["allowedChannels"] for r in cm.requests]
     assert channels == [["RCS"], ["SMS"]]
-    assert cm.processed[f"{m.id.hex}:1"] == 1 and cm.processed[f"{m.id.hex}:2"] == 1
+    assert (
+        cm.processed[gateway_reference(m.id, 1)] == 1
+        and cm.processed[gateway_reference(m.id, 2)] == 1
+    )
 
 
 def test_5xx_are_retried_and_each_attempt_submitted_once(cm_engine: Engine, cm: FakeCM) -> None:
@@ -124,7 +128,7 @@ def test_5xx_are_retried_and_each_attempt_submitted_once(cm_engine: Engine, cm: 
     assert cm_engine.dispatch() == 3
     assert len(cm.requests) == 3  # two failed tries, then success
     for mid in ids:
-        assert cm.processed[f"{mid.hex}:1"] == 1
+        assert cm.processed[gateway_reference(mid, 1)] == 1
         assert cm_engine.message(mid).status is MessageStatus.SUBMITTED
 
 
@@ -137,14 +141,14 @@ def test_timeout_is_not_resent_and_ttl_falls_back(
         w.sender, w.accounts[0], "note", {"memo": "x"}, idempotency_key="slow"
     )
     cm_engine.dispatch()
-    ref = f"{m.id.hex}:1"
+    ref = gateway_reference(m.id, 1)
     assert cm.received[ref] == 1  # ambiguous: never sent a second time
     assert cm_engine.message(m.id).status is MessageStatus.SUBMITTED
     clock.advance(cm_engine.settings.delivery_ttl["normal"] + timedelta(seconds=1))
     cm_engine.sweep()
     cm_engine.sweep()
     assert cm_engine.message(m.id).channel is Channel.SMS
-    assert cm.received[ref] == 1 and cm.processed[f"{m.id.hex}:2"] == 1
+    assert cm.received[ref] == 1 and cm.processed[gateway_reference(m.id, 2)] == 1
 
 
 def test_gateway_outage_hands_work_back(settings: Settings, clock: ManualClock) -> None:

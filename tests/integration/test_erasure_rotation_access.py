@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from tsuchi import ERASED, Engine, ManualClock, MessageStatus, Settings, StatusReport, errors
 from tsuchi.demo import run_demo
+from tsuchi.domain.message import gateway_reference
 from tsuchi.infrastructure.crypto import LocalKMS, promote_staged_kek, stage_new_kek
 from tsuchi.infrastructure.tables import data_keys
 
@@ -59,7 +60,9 @@ def test_erasure_destroys_keys_and_leaves_loadable_events(
     assert engine.find_accounts(mobile=NUMBERS[1]) == [other]
     # Replies arriving later for the erased customer are recorded without text.
     engine.handle_report(
-        StatusReport(f"{delivered.id.hex}:1", "reply", engine.now(), text="いいえ", postback="no")
+        StatusReport(
+            gateway_reference(delivered.id, 1), "reply", engine.now(), text="いいえ", postback="no"
+        )
     )
     with pytest.raises(errors.AccountClosed):
         engine.request_notice(w.sender, victim, "fraud_alert", FRAUD, idempotency_key="c")
@@ -143,7 +146,9 @@ def test_subject_access_report_holds_everything(engine: Engine, clock: ManualClo
     m = engine.request_notice(w.sender, a, "fraud_alert", FRAUD, idempotency_key="x")
     engine.dispatch()
     engine.handle_report(
-        StatusReport(f"{m.id.hex}:1", "reply", engine.now(), text="はい、私です", postback="yes")
+        StatusReport(
+            gateway_reference(m.id, 1), "reply", engine.now(), text="はい、私です", postback="yes"
+        )
     )
     r = engine.subject_access_report(a)
     assert r["account"]["mobile"] == "+819011112222" and r["account"]["name"] == "山田太郎"

@@ -21,6 +21,7 @@ from tsuchi import (
     errors,
 )
 from tsuchi.domain.deadline import deadline_id
+from tsuchi.domain.message import gateway_reference, parse_gateway_reference
 from tsuchi.domain.values import Channel
 from tsuchi.flows import DeadlineSpec
 from tsuchi.infrastructure.tables import timers
@@ -106,7 +107,10 @@ def test_timer_due_while_down_fires_late_and_double_fire_sends_once(
     engine.sweep()
     ids = engine.messages(correlation_id=f"deadline:{did.hex}")
     assert len(ids) == 1
-    assert len([x for x in network.submitted if x.reference.startswith(ids[0].hex)]) == 1
+    assert (
+        len([x for x in network.submitted if parse_gateway_reference(x.reference)[0] == ids[0]])
+        == 1
+    )
 
 
 def quiet_network(clock: ManualClock, **profile: float) -> SimulatedCarrierNetwork:
@@ -128,7 +132,7 @@ def test_fraud_alert_not_me_requests_card_block_and_confirms(
     engine.sweep()
     engine.handle_report(
         StatusReport(
-            f"{msg.id.hex}:1",
+            gateway_reference(msg.id, 1),
             "reply",
             clock.now(),
             text="いいえ、身に覚えがありません",
@@ -211,7 +215,7 @@ def test_broadcast_safety_check_with_replies_and_urgent_first(
     )
     network.submitted.clear()
     engine.dispatch(limit=1)  # ... the urgent notice goes before the queued bulk
-    assert network.submitted[0].reference == f"{urgent.id.hex}:1"
+    assert network.submitted[0].reference == gateway_reference(urgent.id, 1)
     for _ in range(5):
         engine.sweep()
     report = engine.broadcast_report(bid)
@@ -219,11 +223,17 @@ def test_broadcast_safety_check_with_replies_and_urgent_first(
     ids = engine.messages(correlation_id=f"broadcast:{bid.hex}")
     assert len(ids) == 63
     engine.handle_report(
-        StatusReport(f"{ids[0].hex}:1", "reply", clock.now(), text="無事です", postback="無事です")
+        StatusReport(
+            gateway_reference(ids[0], 1), "reply", clock.now(), text="無事です", postback="無事です"
+        )
     )
     engine.handle_report(
         StatusReport(
-            f"{ids[1].hex}:1", "reply", clock.now(), text="助けが必要", postback="助けが必要"
+            gateway_reference(ids[1], 1),
+            "reply",
+            clock.now(),
+            text="助けが必要",
+            postback="助けが必要",
         )
     )
     assert engine.broadcast_report(bid)["replies"] == {"safe": 1, "need_help": 1}
@@ -238,7 +248,9 @@ def test_opt_out_by_reply_withdraws_and_confirms_once(engine: Engine, clock: Man
     m = engine.request_notice(w.sender, w.accounts[0], "campaign", idempotency_key="mk")
     engine.dispatch()
     for text in ("停止", "STOP"):
-        engine.handle_report(StatusReport(f"{m.id.hex}:1", "reply", clock.now(), text=text))
+        engine.handle_report(
+            StatusReport(gateway_reference(m.id, 1), "reply", clock.now(), text=text)
+        )
         clock.advance(timedelta(seconds=5))
     consent = engine.consent(w.accounts[0], w.sender, "marketing")
     assert consent is not None and not consent.granted
@@ -267,7 +279,7 @@ def test_webhook_is_authenticated_idempotent_and_keeps_orphans(
                         {
                             "received": "2026-04-01T01:00:05Z",
                             "to": "0031600000000",
-                            "reference": f"{m.id.hex}:1",
+                            "reference": gateway_reference(m.id, 1),
                             "status": {"code": 2},
                         },
                         {

@@ -14,6 +14,7 @@ import pytest
 
 import tsuchi.application.flows.broadcasts as flows_module
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
+from tsuchi.domain.message import gateway_reference, parse_gateway_reference
 from tsuchi.worker import Worker
 
 from .world import build
@@ -30,7 +31,7 @@ def _urgent(engine: Engine, sender: UUID, account: UUID, key: str) -> UUID:
 
 
 def _submitted(network: SimulatedCarrierNetwork) -> set[str]:
-    return {s.reference.split(":")[0] for s in list(network.submitted)}
+    return {parse_gateway_reference(s.reference)[0].hex for s in list(network.submitted)}
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -51,7 +52,7 @@ def test_an_urgent_batch_holds_urgent_notices_only(
         engine.request_notice(w.sender, account, "note", {"memo": "明細"}, idempotency_key=f"n{i}")
     mid = _urgent(engine, w.sender, w.accounts[1], "u1")
     assert engine.dispatch() == 1
-    assert [s.reference for s in network.submitted] == [f"{mid.hex}:1"]
+    assert [s.reference for s in network.submitted] == [gateway_reference(mid, 1)]
     assert engine.dispatch() == len(w.accounts)  # then the others, together
 
 

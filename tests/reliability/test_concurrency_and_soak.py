@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tsuchi import Engine, ManualClock, Settings, StatusReport, errors
+from tsuchi.domain.message import gateway_reference
 
 from ..conftest import PG_URL, reset_postgres
 from ..integration.world import build
@@ -165,7 +166,7 @@ def test_soak_mixed_load_keeps_memory_and_connections_flat(
             if ids:
                 engine.handle_report(
                     StatusReport(
-                        f"{ids[-1].hex}:1",
+                        gateway_reference(ids[-1], 1),
                         "reply",
                         clock.now(),
                         text="はい、私です",

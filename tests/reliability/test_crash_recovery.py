@@ -24,6 +24,7 @@ from tsuchi import (
     SimulatedCarrierNetwork,
     Submission,
 )
+from tsuchi.domain.message import gateway_reference, parse_gateway_reference
 from tsuchi.infrastructure.tables import outbox
 from tsuchi.projections.audit import verify_export
 
@@ -50,12 +51,14 @@ def test_interrupted_submission_is_reconciled_with_a_gateway_that_knows(
     ready = _interrupt_after_prepare(engine)
     assert len(ready) == 2
     # The gateway got a's submission before the crash, not b's.
-    network.submit([ready[f"{a.id.hex}:1"]])
+    network.submit([ready[gateway_reference(a.id, 1)]])
     assert engine.dispatch() == 0  # claims are still within their lease
     clock.advance(engine.settings.timer_lease + timedelta(seconds=1))
     assert engine.dispatch() == 1  # only b is (re)submitted
     refs = [s.reference for s in network.submitted]
-    assert refs.count(f"{a.id.hex}:1") == 1 and refs.count(f"{b.id.hex}:1") == 1
+    assert (
+        refs.count(gateway_reference(a.id, 1)) == 1 and refs.count(gateway_reference(b.id, 1)) == 1
+    )
     assert engine.message(a.id).status is MessageStatus.SUBMITTED
     assert engine.pending_dispatch() == 0
 
@@ -72,11 +75,11 @@ def test_interrupted_submission_without_reconciliation_is_never_resent(
         with Engine(settings, clock=clock, gateway=gw) as e:
             w = build(e)
             m = e.request_notice(w.sender, w.accounts[0], "note", NOTE, idempotency_key="u")
-            sub = _interrupt_after_prepare(e)[f"{m.id.hex}:1"]
+            sub = _interrupt_after_prepare(e)[gateway_reference(m.id, 1)]
             gw.submit([sub])  # reached the aggregator, then the worker died
             clock.advance(e.settings.timer_lease + timedelta(seconds=1))
             assert e.dispatch() == 0
-            assert cm.received[f"{m.id.hex}:1"] == 1
+            assert cm.received[gateway_reference(m.id, 1)] == 1
             view = e.message(m.id)
             assert view.status is MessageStatus.SUBMITTED
             assert e.pending_dispatch() == 0
@@ -151,7 +154,7 @@ def test_sigkill_during_dispatch_never_loses_or_duplicates(tmp_path: Path) -> No
             # No reference ever reached the aggregator twice.
             assert cm.received and max(cm.received.values()) == 1
             # Every message reached it, or was recorded as unconfirmed.
-            reached = {r.split(":")[0] for r in cm.received}
+            reached = {parse_gateway_reference(r)[0].hex for r in cm.received}
             unconfirmed = len(requested) - len({m.hex for m in requested} & reached)
             print(f"{trials} kills, {len(requested)} messages, {unconfirmed} unconfirmed")
             out = e.audit.export(tmp_path / "audit", e.now())

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tsuchi import Engine, Settings
+from tsuchi.domain.message import gateway_reference
 from tsuchi.infrastructure.tables import broadcast_recipients, message_view, outbox
 
 from ..conftest import PG_URL, reset_postgres
@@ -169,7 +170,7 @@ def test_two_workers_share_one_postgres_without_double_sends(tmp_path: Path) -> 
     ]
     try:
         deadline = time.monotonic() + 120
-        expected = {f"{i.hex}:1" for i in ids}
+        expected = {gateway_reference(i, 1) for i in ids}
         while time.monotonic() < deadline and not expected <= set(cm.processed):
             time.sleep(0.5)
         for wid in ("w1", "w2"):

@@ -43,17 +43,48 @@ def message_id(sender_id: UUID, idempotency_key: str) -> UUID:
     return uuid5(MESSAGE_NAMESPACE, f"{sender_id}/{idempotency_key}")
 
 
+_REF_ID_LEN = 25  # a UUID's 128 bits in base 36
+_REF_MAX_ATTEMPT = 9_999_999  # 7 digits: 25 + 7 = 32 characters at most
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def gateway_reference(message: UUID, attempt: int) -> str:
     """The reference one attempt of a message goes to the gateway with; reports
-    and replies come back with it."""
-    return f"{message.hex}:{attempt}"
+    and replies come back with it.
+
+    CM.com accepts 1 to 32 characters of ``[A-Za-z0-9]``: the message id in
+    base 36 (25 characters, zero-padded) followed by the attempt in decimal.
+    """
+    if not 1 <= attempt <= _REF_MAX_ATTEMPT:
+        raise ValueError("attempt out of range")
+    n, digits = message.int, []
+    while n:
+        n, r = divmod(n, 36)
+        digits.append(_BASE36[r])
+    return "".join(reversed(digits)).rjust(_REF_ID_LEN, "0") + str(attempt)
 
 
 def parse_gateway_reference(reference: str) -> tuple[UUID, int]:
     """The message and attempt a gateway reference names; ValueError if it
-    is not one of ours."""
-    mid_hex, attempt = reference.split(":")
-    return UUID(hex=mid_hex), int(attempt)
+    is not one of ours.  The earlier form ``<32 hex>:<attempt>`` is still
+    read, so reports for attempts submitted with it keep correlating."""
+    if ":" in reference:
+        mid_hex, attempt_s = reference.split(":")
+        if not (attempt_s.isascii() and attempt_s.isdigit()):
+            raise ValueError("not a gateway reference")
+        return UUID(hex=mid_hex), int(attempt_s)
+    ref = reference.lower()
+    head, tail = ref[:_REF_ID_LEN], ref[_REF_ID_LEN:]
+    if not (
+        ref.isascii()
+        and len(ref) <= _REF_ID_LEN + 7
+        and all(c in _BASE36 for c in head)
+        and len(head) == _REF_ID_LEN
+        and tail.isdigit()
+        and int(tail) >= 1
+    ):
+        raise ValueError("not a gateway reference")
+    return UUID(int=int(head, 36)), int(tail)
 
 
 @dataclass
