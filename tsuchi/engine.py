@@ -357,6 +357,15 @@ class Engine:
         requests; nothing is recorded then."""
         return self.services.inbound.handle_webhook(headers, body)
 
+    def handle_cm_callback(
+        self, route: str, token: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResult:
+        """One CM.com callback (``route``: ``status``, ``inbound`` or ``events``)
+        as ``POST /webhooks/cm/{token}/{route}`` receives it; see docs/cm.md.
+        Raises :class:`~tsuchi.errors.WebhookRejected`: 404 for a wrong token,
+        400 for a body that cannot be parsed."""
+        return self.services.callbacks.handle(route, token, headers, body)
+
     # -- flows -----------------------------------------------------------------------
     def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
         """One worker pass: dispatch (urgent first), status reports, due timers.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from tsuchi.domain.values import Carrier, Channel
@@ -47,6 +47,13 @@ class Submission:
     text: str = field(repr=False)
     suggestions: tuple[str, ...] = ()
     attachments: tuple[dict[str, Any], ...] = ()  # +Message media, location, stamps
+    validity: timedelta | None = None
+    """How long the gateway may keep trying: the attempt's delivery TTL."""
+    max_parts: int | None = None
+    """SMS only: the most parts the text may be split into."""
+    groupings: tuple[str, ...] = ()
+    """Codes free of personal data for the gateway's own reports (tenant,
+    purpose, template), at most three."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,9 @@ class SubmitResult:
     reason: str = ""  # for rejections: "not_capable", "not_launched", ...
 
 
-ReportKind = Literal["accepted", "delivered", "read", "failed", "expired", "reply"]
+ReportKind = Literal["accepted", "delivered", "read", "failed", "expired", "reply", "unknown"]
+"""``unknown``: a status the gateway sent that has no documented meaning; it
+is recorded on the message with its raw ``code`` and never changes a status."""
 
 
 @dataclass(frozen=True)

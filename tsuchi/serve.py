@@ -1,24 +1,33 @@
 """The HTTP front door for the aggregator's webhooks, as a tiny pure-ASGI app.
 
 The aggregator pushes status reports, replies and postbacks; something must
-listen.  This module is that listener and nothing more: two routes, a body
+listen.  This module is that listener and nothing more: the routes, a body
 cap enforced while reading, and the mapping of :class:`WebhookRejected` to
 HTTP statuses.  What a webhook *means* is the ``handle`` callable's business
 (typically :func:`~tsuchi.infrastructure.webhooks.read_status_webhook` then
 the engine's ``handle_report``), so no web framework is needed.  ``handle``
 is synchronous (database work) and runs in a worker thread.
 
-Routes: ``POST /webhooks/status`` and ``GET /healthz``; everything else is 404.
-Nothing from a request body or header is ever logged.
+Routes: ``POST /webhooks/status`` (tsuchi's own signed format), ``POST
+/webhooks/cm/{token}/status|inbound|events`` (CM.com's callbacks, when a
+``cm`` handler is given) and ``GET /healthz``; everything else is 404.  The
+CM routes may be restricted to CIDR blocks (``cm_allow``), checked against
+the peer address, or against ``X-Forwarded-For`` only when the peer is one
+of ``trusted_proxies``.  A CM route never answers 5xx because of a body (the
+handler keeps a poison callback and answers done); 503 means the database is
+unavailable and CM should retry.  Nothing from a request body or header is
+ever logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from tsuchi.application.views import WebhookResult
@@ -35,20 +44,32 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS_PATH = "/webhooks/status"
 HEALTH_PATH = "/healthz"
+CM_PREFIX = "/webhooks/cm/"
 
 
 Handler = Callable[[Mapping[str, str], bytes], WebhookResult]
+CMHandler = Callable[[str, str, Mapping[str, str], bytes], WebhookResult]
+"""``(route, token, headers, body)``: :meth:`tsuchi.engine.Engine.handle_cm_callback`."""
+Network = IPv4Network | IPv6Network
 
 
 class _TooLarge(Exception):
     pass
 
 
-def create_app(handle: Handler, max_body: int = MAX_BODY) -> ASGIApp:
+def create_app(
+    handle: Handler,
+    max_body: int = MAX_BODY,
+    *,
+    cm: CMHandler | None = None,
+    cm_allow: Sequence[Network] = (),
+    trusted_proxies: Sequence[Network] = (),
+) -> ASGIApp:
     """An ASGI app that passes authenticated-or-not webhook requests to
-    ``handle(headers, body)`` (header names lower-case) and answers with its
+    ``handle(headers, body)`` (header names lower-case), and CM.com callbacks
+    to ``cm(route, token, headers, body)``, and answers with the
     :class:`WebhookResult` as JSON, or with the status of the
-    :class:`WebhookRejected` it raised."""
+    :class:`WebhookRejected` raised."""
     if max_body < 1:
         raise InvalidInput("max_body", "must be at least 1 byte")
 
@@ -62,10 +83,17 @@ def create_app(handle: Handler, max_body: int = MAX_BODY) -> ASGIApp:
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             await _json(send, 200, {"status": "ok"})
             return
-        if path != STATUS_PATH or method != "POST":
+        cm_route = _cm_route(path) if cm is not None else None
+        if (path != STATUS_PATH and cm_route is None) or method != "POST":
             await _json(send, 404, {"error": "not found"})
             return
         headers = _headers(scope)
+        if cm_route is not None and cm_allow:
+            caller = _caller(scope, headers, trusted_proxies)
+            if caller is None or not any(caller in net for net in cm_allow):
+                log.warning("CM callback from a disallowed address refused")
+                await _json(send, 403, {"error": "address not allowed"})
+                return
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or len(length) > 18):
             await _json(send, 400, {"error": "must be a number", "field": "content-length"})
@@ -80,14 +108,56 @@ def create_app(handle: Handler, max_body: int = MAX_BODY) -> ASGIApp:
             return
         if body is None:
             return  # client went away
-        status, payload = await _call(handle, headers, body)
+        if cm_route is not None and cm is not None:
+            route, token = cm_route
+
+            def call(h: Mapping[str, str], b: bytes) -> WebhookResult:
+                assert cm is not None
+                return cm(route, token, h, b)
+
+            status, payload = await _call(call, headers, body, never_5xx=True)
+        else:
+            status, payload = await _call(handle, headers, body)
         await _json(send, status, payload)
 
     return app
 
 
+def _cm_route(path: str) -> tuple[str, str] | None:
+    """``/webhooks/cm/{token}/{route}`` → (route, token)."""
+    if not path.startswith(CM_PREFIX):
+        return None
+    parts = path[len(CM_PREFIX) :].split("/")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[1], parts[0]
+
+
+def _caller(
+    scope: Scope, headers: Mapping[str, str], trusted: Sequence[Network]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The calling address: the peer, or, when the peer is a trusted proxy,
+    the nearest address in ``X-Forwarded-For`` that is not one."""
+    client = scope.get("client")
+    try:
+        peer = ipaddress.ip_address(client[0]) if client else None
+    except ValueError:
+        return None
+    if peer is None or not any(peer in net for net in trusted):
+        return peer
+    hops = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return None
+        if not any(address in net for net in trusted):
+            return address
+    return None
+
+
 async def _call(
-    handle: Handler, headers: Mapping[str, str], body: bytes
+    handle: Handler, headers: Mapping[str, str], body: bytes, *, never_5xx: bool = False
 ) -> tuple[int, dict[str, Any]]:
     try:
         result = await asyncio.to_thread(handle, headers, body)
@@ -101,6 +171,8 @@ async def _call(
     except Exception as exc:
         # Only the type: messages of third-party errors may quote request data.
         log.error("webhook handler failed: %s", type(exc).__name__)
+        if never_5xx:  # the handler keeps poison callbacks; this is a last resort
+            return 200, {"error": "not applied"}
         return 500, {"error": "internal error"}
     return 200, asdict(result)
 
@@ -163,4 +235,4 @@ def run(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
     uvicorn.run(app, host=host, port=port, proxy_headers=False)
 
 
-__all__ = ["ASGIApp", "Handler", "WebhookResult", "create_app", "run"]
+__all__ = ["ASGIApp", "CMHandler", "Handler", "WebhookResult", "create_app", "run"]

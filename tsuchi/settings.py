@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, IPvAnyNetwork
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -133,6 +133,29 @@ class Settings(BaseSettings):
         description="Shared secret that signs inbound webhooks (X-Tsuchi-Signature / Token).",
     )
     webhook_max_body: int = Field(default=1 << 20, ge=1024)
+    cm_webhook_token: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=32,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description=(
+            "The secret path segment of CM.com's callback URLs "
+            "(/webhooks/cm/<token>/status|inbound|events): CM signs nothing."
+        ),
+    )
+    cm_webhook_allow: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDR blocks CM's callbacks may come from (empty: any address).",
+    )
+    cm_trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For names the caller for cm_webhook_allow.",
+    )
+    cm_report_time_zone: str = Field(
+        default="UTC",
+        description="Time zone of CM status reports' `received` times that carry no offset.",
+    )
     marketing_cap: FrequencyCap = Field(
         default_factory=lambda: FrequencyCap(),
         description="Default marketing frequency cap per account and sender.",

@@ -136,9 +136,8 @@ def test_reply_and_postback() -> None:
         (b'{"messages": []}', "messages"),
         (b'{"messages": {"msg": []}}', "messages.msg"),
         (json.dumps({"messages": {"msg": {**msg("a:1", 2), "reference": ""}}}), "reference"),
-        (status_json(msg("a:1", 9)), "messages.msg.status.code"),
         (status_json(msg("a:1", 2, received="yesterday")), "messages.msg.received"),
-        (status_json(msg("a:1", 2), msg("b:1", 2, error="oops")), "messages.msg[1].status"),
+        (status_json(msg("a:1", 2), msg("b:1", 2) | {"status": "x"}), "messages.msg[1].status"),
         (b'{"type": "reply", "reference": "m:1", "received": "2026-04-01"}', "body.text"),
         (b'{"type": "postback", "reference": "m:1", "received": "2026-04-01"}', "postbackdata"),
         (b'{"type": "vote"}', "body.type"),
@@ -360,3 +359,14 @@ def test_fuzz_auth_headers_only_ever_raise_webhook_rejected(
         authenticate(headers, body, SECRET, NOW)
     except WebhookRejected as exc:
         assert exc.status == 401
+
+
+def test_unknown_status_codes_and_textual_error_codes_are_kept_not_refused() -> None:
+    # CM retries a refused report for days and then drops it: a status code it
+    # may add later, or an errorCode filled from a description, is kept raw.
+    body = status_json(msg("a:1", 9), msg("b:1", 3, error="Unknown subscriber"))
+    reports = parse_status_webhook("application/json", body)
+    assert [(r.kind, r.code) for r in reports] == [
+        ("unknown", "status:9"),
+        ("failed", "Unknown subscriber"),
+    ]

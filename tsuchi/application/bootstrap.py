@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from eventsourcing.persistence import OperationalError
 
 from tsuchi.application.accounts import Accounts
+from tsuchi.application.callbacks import Callbacks
 from tsuchi.application.consents import Consents
 from tsuchi.application.context import Context
 from tsuchi.application.dispatch import Dispatch
@@ -118,6 +119,7 @@ class Services:
     inbound: Inbound
     privacy: Privacy
     sweep: Sweep
+    callbacks: Callbacks
 
 
 def open_store(
@@ -180,4 +182,5 @@ def build_services(ctx: Context, gateway: Gateway) -> Services:
         inbound,
         privacy,
         sweep,
+        Callbacks(ctx, uow, inbound),
     )

@@ -255,6 +255,9 @@ class Dispatch:
             text=version.body(cur.channel, values),
             suggestions=version.suggestions if plus else (),
             attachments=version.attachments if plus else (),
+            validity=self.fallbacks.delivery_ttl(m),
+            max_parts=None if plus else self.ctx.settings.sms_max_parts,
+            groupings=(sender.tenant, m.purpose.value, m.template_name),
         )
 
     # -- probes --------------------------------------------------------------------------

@@ -53,6 +53,11 @@ class Templates:
         Template.check_name(name)
         p = v.purpose(purpose)
         v.text(author, "author", 100)
+        if self.ctx.settings.gateway == "cm":
+            for i, a in enumerate(attachments or []):
+                if isinstance(a, dict) and a.get("kind") == "stamp":
+                    # CM.com's message API documents no stamp (sticker) content type.
+                    raise InvalidInput(f"attachments[{i}].kind", "CM.com cannot send stamps")
         try:
             vars_typed = {k: VariableType(t) for k, t in (variables or {}).items()}
         except ValueError:

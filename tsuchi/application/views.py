@@ -105,8 +105,10 @@ class ConsentView:
 @dataclass(frozen=True)
 class WebhookResult:
     """What one webhook request did: reports newly applied, already known, or
-    for no known message."""
+    for no known message; ``poison``: a callback that could not be applied,
+    kept for inspection (without its body)."""
 
     accepted: int
     duplicates: int = 0
     orphans: int = 0
+    poison: int = 0

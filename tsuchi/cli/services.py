@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Annotated
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tsuchi.cli.common import DbOpt, KeysOpt, err, fail, load_settings
 from tsuchi.errors import TsuchiError
+
+if TYPE_CHECKING:
+    from tsuchi.application.views import WebhookResult
 
 
 def worker(
@@ -55,7 +59,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
 ) -> None:
-    """Receive aggregator webhooks (POST /webhooks/status) and answer GET /healthz.
+    """Receive aggregator webhooks (POST /webhooks/status, and CM.com's callbacks
+    at POST /webhooks/cm/<TSUCHI_CM_WEBHOOK_TOKEN>/status|inbound|events) and
+    answer GET /healthz.
 
     Webhooks must be signed with TSUCHI_WEBHOOK_SECRET (X-Tsuchi-Signature:
     t=<unix>,v1=<hex HMAC-SHA256 of "t.body">, or X-Tsuchi-Token)."""
@@ -65,9 +71,27 @@ def serve(
     logging.getLogger("tsuchi").setLevel(logging.INFO)
     try:
         with Engine(load_settings(db, keys)) as engine:
-            if not engine.settings.webhook_secret:
-                err.print("error: set TSUCHI_WEBHOOK_SECRET")
+            settings = engine.settings
+            if settings.gateway == "cm" and not settings.cm_webhook_token:
+                err.print("error: set TSUCHI_CM_WEBHOOK_TOKEN (at least 32 characters)")
                 raise typer.Exit(1)
-            run(create_app(engine.handle_webhook, engine.settings.webhook_max_body), host, port)
+            if not settings.webhook_secret and not settings.cm_webhook_token:
+                err.print("error: set TSUCHI_WEBHOOK_SECRET (or TSUCHI_CM_WEBHOOK_TOKEN)")
+                raise typer.Exit(1)
+            app = create_app(
+                engine.handle_webhook if settings.webhook_secret else _no_own_webhooks,
+                settings.webhook_max_body,
+                cm=engine.handle_cm_callback if settings.cm_webhook_token else None,
+                cm_allow=settings.cm_webhook_allow,
+                trusted_proxies=settings.cm_trusted_proxies,
+            )
+            run(app, host, port)
     except TsuchiError as e:
         raise fail(e) from None
+
+
+def _no_own_webhooks(headers: Mapping[str, str], body: bytes) -> WebhookResult:
+    """/webhooks/status without TSUCHI_WEBHOOK_SECRET: there is no such route."""
+    from tsuchi.errors import WebhookRejected
+
+    raise WebhookRejected(404, "path", "no such route (TSUCHI_WEBHOOK_SECRET is not set)")

@@ -214,6 +214,11 @@ class Message(Aggregate):
     ) -> bool:
         """Apply a status report if it moves the attempt forward; otherwise record
         it as late.  Returns whether the status changed."""
+        if kind == "unknown":  # no documented meaning: kept with its raw code, never applied
+            kind = f"unknown:{code}"
+            if f"{attempt}:{kind}" not in self.seen_reports:
+                self._report_recorded(attempt=attempt, kind=kind, code=code, at=at)
+            return False
         new = REPORT_STATUSES[kind]
         if f"{attempt}:{kind}" in self.seen_reports:
             return False  # the very same report again (gateways retry): nothing new
@@ -326,7 +331,10 @@ class Message(Aggregate):
     @event("ReportRecorded")
     def _report_recorded(self, attempt: int, kind: str, code: str, at: datetime) -> None:
         self.seen_reports.add(f"{attempt}:{kind}")
-        self._note(at, f"late {kind}", attempt, "recorded; status not regressed")
+        if kind.startswith("unknown:"):
+            self._note(at, "unknown report", attempt, f"code {code}; status unchanged")
+        else:
+            self._note(at, f"late {kind}", attempt, "recorded; status not regressed")
 
     @event("FellBack")
     def _fell_back(self, reason: str, attempt: int, carrier: Carrier, at: datetime) -> None:

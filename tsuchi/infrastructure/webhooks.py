@@ -26,13 +26,16 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
-
-import defusedxml.ElementTree as SafeET
-from defusedxml import DefusedXmlException
 
 from tsuchi.errors import KeyMaterialError, WebhookRejected
-from tsuchi.ports import ReportKind, StatusReport
+from tsuchi.infrastructure.cm_callbacks import (
+    CM_STATUS_KINDS,
+    parse_status,
+    reference_value,
+    status_reports,
+    time_value,
+)
+from tsuchi.ports import StatusReport
 
 MAX_BODY = 1024 * 1024
 """Default cap on a webhook body (1 MiB)."""
@@ -47,15 +50,6 @@ MAX_REFERENCE = 200
 MAX_REPLY_TEXT = 4096
 MAX_POSTBACK = 1024
 MIN_SECRET_BYTES = 16
-
-#: CM status codes and the report kind each becomes.
-CM_STATUS_KINDS: dict[int, ReportKind] = {
-    0: "accepted",
-    1: "failed",  # rejected by CM or the operator
-    2: "delivered",
-    3: "failed",
-    4: "read",
-}
 
 _SIG_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIG_HEX = re.compile(r"[0-9a-f]{64}")
@@ -151,9 +145,10 @@ def parse_status_webhook(
     JSON status reports: ``{"messages": {"msg": <msg> | [<msg>, ...]}}`` with
     ``msg = {received, to, reference, status: {code, errorCode,
     errorDescription}, operator}``; the same shape in XML (element names and
-    attributes in any case).  CM status codes 0..4 become accepted, failed
-    (rejected), delivered, failed, read.  A naive ``received`` time is taken
-    as UTC.  ``to`` and ``operator`` are not kept.
+    attributes in any case), read by :mod:`tsuchi.infrastructure.cm_callbacks`:
+    CM status codes 0..4 become accepted, failed (rejected), delivered,
+    failed, read; another code is kept as ``unknown``.  A naive ``received``
+    time is taken as UTC.  ``to`` and ``operator`` are not kept.
 
     JSON replies: ``{"type": "reply"|"postback", "reference", "text",
     "postbackdata", "received"}``, or a list of them; each becomes a
@@ -164,7 +159,7 @@ def parse_status_webhook(
     if media == "application/json" or media.endswith("+json"):
         return _from_json(body)
     if media in ("application/xml", "text/xml") or media.endswith("+xml"):
-        return _from_xml(body)
+        return parse_status(media, body)
     raise WebhookRejected(415, "content-type", "must be JSON or XML")
 
 
@@ -191,75 +186,12 @@ def _from_json(body: bytes) -> list[StatusReport]:
     except (ValueError, RecursionError):
         raise WebhookRejected(400, "body", "must be valid JSON") from None
     if isinstance(data, dict) and "messages" in data:
-        return _status_reports(data["messages"], "messages")
+        return status_reports(data["messages"], "messages")
     if isinstance(data, dict) and "type" in data:
         return [_reply(data, "body")]
     if isinstance(data, list) and data:
         return [_reply(item, f"[{i}]") for i, item in enumerate(data)]
     raise WebhookRejected(400, "body", "must be a status report or a reply")
-
-
-def _from_xml(body: bytes) -> list[StatusReport]:
-    try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except DefusedXmlException:
-        raise WebhookRejected(400, "body", "XML must not declare a DTD or entities") from None
-    except (ParseError, ValueError, LookupError, RecursionError):
-        raise WebhookRejected(400, "body", "must be well-formed XML") from None
-    if _local(root.tag) != "messages":
-        raise WebhookRejected(400, "messages", "XML root must be MESSAGES")
-    return _status_reports(_element_to_dict(root, depth=3), "messages")
-
-
-def _local(tag: object) -> str:
-    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
-
-
-def _element_to_dict(el: Element, depth: int) -> dict[str, Any] | str:
-    """Element → JSON-like value; children beyond ``depth`` are ignored."""
-    children = list(el) if depth > 0 else []
-    if not children and not el.attrib:
-        return (el.text or "").strip()
-    grouped: dict[str, list[Any]] = {}
-    for child in children:
-        grouped.setdefault(_local(child.tag), []).append(_element_to_dict(child, depth - 1))
-    out: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
-    for name, value in el.attrib.items():
-        out.setdefault(_local(name), value)
-    return out
-
-
-def _status_reports(messages: Any, path: str) -> list[StatusReport]:
-    if not isinstance(messages, dict):
-        raise WebhookRejected(400, path, "must be an object")
-    msgs = messages.get("msg")
-    if isinstance(msgs, dict):
-        return [_status(msgs, f"{path}.msg")]
-    if isinstance(msgs, list) and msgs:
-        return [_status(m, f"{path}.msg[{i}]") for i, m in enumerate(msgs)]
-    raise WebhookRejected(400, f"{path}.msg", "must be an object or a non-empty list")
-
-
-def _status(msg: Any, path: str) -> StatusReport:
-    if not isinstance(msg, dict):
-        raise WebhookRejected(400, path, "must be an object")
-    reference = _reference(msg.get("reference"), f"{path}.reference")
-    at = _time(msg.get("received"), f"{path}.received")
-    status = msg.get("status")
-    if not isinstance(status, dict):
-        raise WebhookRejected(400, f"{path}.status", "must be an object")
-    code = _small_int(status.get("code"))
-    if code not in CM_STATUS_KINDS:
-        raise WebhookRejected(400, f"{path}.status.code", "must be 0, 1, 2, 3 or 4")
-    error = status.get("errorcode", status.get("errorCode"))
-    error_code = _error_code(error, f"{path}.status.errorCode")
-    return StatusReport(
-        reference=reference,
-        kind=CM_STATUS_KINDS[code],
-        at=at,
-        code=error_code,
-        permanent=code == 1,
-    )
 
 
 def _reply(item: Any, path: str) -> StatusReport:
@@ -268,8 +200,8 @@ def _reply(item: Any, path: str) -> StatusReport:
     kind = item.get("type")
     if kind not in ("reply", "postback"):
         raise WebhookRejected(400, f"{path}.type", "must be reply or postback")
-    reference = _reference(item.get("reference"), f"{path}.reference")
-    at = _time(item.get("received"), f"{path}.received")
+    reference = reference_value(item.get("reference"), f"{path}.reference")
+    at = time_value(item.get("received"), f"{path}.received", UTC)
     text = _optional_text(item.get("text"), f"{path}.text", MAX_REPLY_TEXT)
     postback = _optional_text(item.get("postbackdata"), f"{path}.postbackdata", MAX_POSTBACK)
     if kind == "reply" and text is None:
@@ -277,51 +209,6 @@ def _reply(item: Any, path: str) -> StatusReport:
     if kind == "postback" and not postback:
         raise WebhookRejected(400, f"{path}.postbackdata", "is required for a postback")
     return StatusReport(reference, "reply", at, text=text or "", postback=postback or "")
-
-
-def _reference(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise WebhookRejected(400, path, "must be a non-empty string")
-    ref = value.strip()
-    if len(ref) > MAX_REFERENCE or not ref.isprintable():
-        raise WebhookRejected(400, path, f"must be at most {MAX_REFERENCE} printable characters")
-    return ref
-
-
-def _time(value: Any, path: str) -> datetime:
-    if not isinstance(value, str) or len(value) > 64:
-        raise WebhookRejected(400, path, "must be an ISO 8601 time")
-    try:
-        at = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise WebhookRejected(400, path, "must be an ISO 8601 time") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    try:
-        return at.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise WebhookRejected(400, path, "must be an ISO 8601 time") from None
-
-
-def _small_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        v = value.strip()
-        if v.isascii() and v.isdigit() and len(v) <= 9:
-            return int(v)
-    return None
-
-
-def _error_code(value: Any, path: str) -> str:
-    if value is None or value == "":
-        return ""
-    number = _small_int(value)
-    if number is None:
-        raise WebhookRejected(400, path, "must be a number or empty")
-    return str(number)
 
 
 def _optional_text(value: Any, path: str, limit: int) -> str | None:

@@ -8,7 +8,7 @@ number cannot take +Message is remembered on the account.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from tsuchi.application.accounts import Accounts
@@ -36,21 +36,26 @@ class Fallbacks:
         self.notices = notices
         self.accounts = accounts
 
+    def delivery_ttl(self, m: Message) -> timedelta:
+        """How long the current attempt may take to be delivered before it
+        expires (and, for +Message, falls back to SMS)."""
+        cur = m.current
+        if cur is None or cur.channel is not Channel.PLUS_MESSAGE:
+            # SMS final reports can take up to 72 h; after that the attempt expires.
+            return self.ctx.settings.sms_report_ttl
+        return self.ctx.settings.delivery_ttl[m.urgency.value]
+
     def on_submitted(self, s: Session, m: Message, attempt: int, at: datetime) -> None:
         """Schedule the delivery TTL and, for urgent notices, the read window."""
         cur = m.current
         if cur is None:
             return
         settings = self.ctx.settings
+        ttl = _attempt_timer(TTL, "ttl", m, attempt, at + self.delivery_ttl(m))
         if cur.channel is not Channel.PLUS_MESSAGE:
-            # SMS final reports can take up to 72 h; after that the attempt expires.
-            self.uow.schedule(
-                s, [_attempt_timer(TTL, "ttl", m, attempt, at + settings.sms_report_ttl)]
-            )
+            self.uow.schedule(s, [ttl])
             return
-        items = [
-            _attempt_timer(TTL, "ttl", m, attempt, at + settings.delivery_ttl[m.urgency.value])
-        ]
+        items = [ttl]
         if m.urgency is Urgency.URGENT:
             items.append(
                 _attempt_timer(READ_WINDOW, "read", m, attempt, at + settings.urgent_read_window)
