@@ -12,23 +12,60 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 
+from tsuchi.domain.message import gateway_reference
 from tsuchi.domain.values import Carrier, Channel
 from tsuchi.infrastructure.cm_gateway import CMGateway, GatewayRejected, GatewayUnavailable
 from tsuchi.ports import Submission
 
 TOKEN = "00000000-0000-0000-0000-000000000000"
+
+
+REFERENCE = re.compile(r"[A-Za-z0-9]{1,32}")
+CM_NUMBER = re.compile(r"00[1-9][0-9]{6,14}")
+VALIDITY = re.compile(r"[0-9]+[hm]")  # relative: hours or minutes, not both
+SENDER = re.compile(r"[A-Za-z0-9 ]{1,11}|[0-9]{1,16}")
+
+
+def documented_mt_violations(m: dict[str, Any]) -> list[str]:
+    """What CM documents a message must be (tests/fixtures/cm/mt_rules.json
+    names the sources): the reference 1-32 alphanumerics, numbers ``00`` +
+    country code, the sender 11 alphanumerics or 16 digits, message parts as
+    a minimum and maximum together, a relative validity in hours or minutes."""
+    out: list[str] = []
+    if not SENDER.fullmatch(str(m.get("from", ""))):
+        out.append("from: at most 11 alphanumerical characters or 16 digits")
+    if not REFERENCE.fullmatch(str(m.get("reference", ""))):
+        out.append("reference: 1-32 alphanumeric characters")
+    for to in m.get("to", []):
+        if not CM_NUMBER.fullmatch(str(to.get("number", ""))):
+            out.append("to.number: 00 + country code, digits only")
+    lo, hi = m.get("minimumNumberOfMessageParts"), m.get("maximumNumberOfMessageParts")
+    if (lo is None) != (hi is None):
+        out.append("message parts: minimum and maximum are used together")
+    elif lo is not None and not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+        out.append("message parts: 1 <= minimum <= maximum")
+    validity = m.get("validity")
+    if validity is not None and not (isinstance(validity, str) and VALIDITY.fullmatch(validity)):
+        out.append("validity: a relative offset in hours (2h) or minutes (30m)")
+    for key in ("customGrouping", "customGrouping2", "customGrouping3"):
+        if key in m and not (isinstance(m[key], str) and len(m[key]) <= 100):
+            out.append(f"{key}: up to 100 characters")
+    return out
 
 
 class FakeCM(ThreadingHTTPServer):
@@ -43,6 +80,8 @@ class FakeCM(ThreadingHTTPServer):
         self.processed: Counter[str] = Counter()
         self.not_capable: set[str] = set()
         self.reject: dict[str, int] = {}
+        self.violations: list[str] = []
+        self.tokens: list[str] = []
 
     @property
     def url(self) -> str:
@@ -75,14 +114,21 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             action = srv.script.popleft() if srv.script else ("ok",)
             srv.requests.append(data)
+            srv.tokens.append(self.headers.get("X-CM-PRODUCTTOKEN", ""))
             srv.received.update(refs)
         if action[0] == "status":
             self._send(action[1], action[2] if len(action) > 2 else b"")
             return
         if action[0] == "sleep":
             time.sleep(action[1])
-        if data["messages"]["authentication"]["producttoken"] != TOKEN:
-            self._send(400, {"details": "auth", "errorCode": 101, "messages": []})
+        if self.headers.get("X-CM-PRODUCTTOKEN") != TOKEN:
+            self._send(400, {"details": "auth", "errorCode": 103, "messages": []})
+            return
+        broken = [rule for m in msgs for rule in documented_mt_violations(m)]
+        if broken:
+            with srv.lock:
+                srv.violations.extend(broken)
+            self._send(400, {"details": "; ".join(broken), "errorCode": 203, "messages": []})
             return
         with srv.lock:
             srv.processed.update(refs)
@@ -91,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         out = []
         for m in msgs:
-            number = m["to"][0]["number"]
+            number = "+" + m["to"][0]["number"][2:]  # CM's 00 form back to E.164
             code = srv.reject.get(number, 0)
             if number in srv.not_capable and m["allowedChannels"] == ["RCS"]:
                 code = 403
@@ -164,7 +210,7 @@ def number(i: int) -> str:
 
 def sub(i: int, channel: Channel = Channel.SMS, suggestions: tuple[str, ...] = ()) -> Submission:
     return Submission(
-        reference=f"{i:032x}:1",
+        reference=gateway_reference(UUID(int=i), 1),
         channel=channel,
         carrier=Carrier.DOCOMO,
         sender_name="Tsuchi Card",
@@ -199,10 +245,11 @@ def test_request_body_shape(cm: FakeCM, fake_time: FakeTime) -> None:
     with gateway(cm.url, fake_time) as gw:
         gw.submit(subs)
     [request] = cm.requests
-    assert request["messages"]["authentication"] == {"producttoken": TOKEN}
+    assert "authentication" not in request["messages"]  # the token goes in X-CM-PRODUCTTOKEN
+    assert cm.tokens == [TOKEN]
     rcs, plain_rcs, sms = request["messages"]["msg"]
     assert rcs["from"] == "TSUCHI"
-    assert rcs["to"] == [{"number": number(1)}]
+    assert rcs["to"] == [{"number": "00" + number(1)[1:]}]
     assert rcs["body"] == {"type": "auto", "content": "ご利用確認 1"}
     assert rcs["allowedChannels"] == ["RCS"]
     assert rcs["reference"] == subs[0].reference
@@ -215,6 +262,41 @@ def test_request_body_shape(cm: FakeCM, fake_time: FakeTime) -> None:
     }
     assert "richContent" not in plain_rcs and plain_rcs["allowedChannels"] == ["RCS"]
     assert "richContent" not in sms and sms["allowedChannels"] == ["SMS"]
+    assert cm.violations == []
+
+
+def test_every_documented_field_is_sent_as_cm_documents_it(cm: FakeCM, fake_time: FakeTime) -> None:
+    s = replace(
+        sub(7),
+        validity=timedelta(hours=72),
+        max_parts=10,
+        groupings=("acme", "security", "fraud_alert"),
+    )
+    urgent = replace(sub(8, Channel.PLUS_MESSAGE), validity=timedelta(minutes=10))
+    with gateway(cm.url, fake_time) as gw:
+        results = gw.submit([s, urgent])
+    assert cm.violations == [] and all(r.accepted for r in results)
+    sms, rcs = cm.requests[-1]["messages"]["msg"]
+    assert sms["validity"] == "72h" and rcs["validity"] == "10m"
+    assert (sms["minimumNumberOfMessageParts"], sms["maximumNumberOfMessageParts"]) == (1, 10)
+    assert "maximumNumberOfMessageParts" not in rcs
+    assert [sms["customGrouping"], sms["customGrouping2"], sms["customGrouping3"]] == [
+        "acme",
+        "security",
+        "fraud_alert",
+    ]
+
+
+def test_the_loopback_server_refuses_what_cm_documents_as_wrong(
+    cm: FakeCM, fake_time: FakeTime
+) -> None:
+    bad = replace(sub(9), reference="not:a:cm:reference", validity=timedelta(minutes=90))
+    with gateway(cm.url, fake_time) as gw, pytest.raises(GatewayRejected) as info:
+        gw.submit([bad])
+    assert info.value.code == "203"
+    assert cm.violations == ["reference: 1-32 alphanumeric characters"]
+    # 90 minutes is sent as "90m" (hours and minutes are never combined).
+    assert cm.requests[-1]["messages"]["msg"][0]["validity"] == "90m"
 
 
 def test_poll_reports_is_empty_because_cm_pushes(cm: FakeCM, fake_time: FakeTime) -> None:
@@ -349,7 +431,7 @@ def test_wrong_token_is_authentication_failed(cm: FakeCM, fake_time: FakeTime) -
     gw = CMGateway("wrong", url=cm.url, sleep=fake_time.sleep)
     with gw, pytest.raises(GatewayRejected) as info:
         gw.submit([sub(1)])
-    assert (info.value.code, info.value.rule) == ("101", "authentication_failed")
+    assert (info.value.code, info.value.rule) == ("103", "authentication_failed")
     assert "wrong" not in str(info.value) and "wrong" not in repr(gw)
 
 

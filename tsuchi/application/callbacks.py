@@ -35,6 +35,7 @@ from tsuchi.application.context import Context
 from tsuchi.application.inbound import APPLIED, DUPLICATE, ORPHAN, Inbound
 from tsuchi.application.unit_of_work import UnitOfWork
 from tsuchi.application.views import WebhookResult
+from tsuchi.domain.message import parse_gateway_reference
 from tsuchi.domain.mobile import normalise_mobile
 from tsuchi.errors import InvalidInput, KeyMaterialError, TransientError, WebhookRejected
 from tsuchi.infrastructure.cm_callbacks import parse_event, parse_inbound, parse_status
@@ -105,8 +106,11 @@ class Callbacks:
         if route == "events":
             return parse_event(body), []
         mo = parse_inbound(body)
-        if mo.context:
-            return [StatusReport(mo.context, "reply", mo.at, text=mo.text)], []
+        # messageContext names the MT replied to; reference is documented as
+        # "a reference to an outgoing message that this message is a response to".
+        for candidate in (mo.context, mo.reference):
+            if candidate and _is_ours(candidate):
+                return [StatusReport(candidate, "reply", mo.at, text=mo.text)], []
         try:
             digest = self.ctx.digest("mobile", normalise_mobile(_e164(mo.number)))
         except InvalidInput:
@@ -123,6 +127,14 @@ class Callbacks:
             )
         )
         return WebhookResult(accepted=0, poison=1)
+
+
+def _is_ours(reference: str) -> bool:
+    try:
+        parse_gateway_reference(reference)
+    except ValueError:
+        return False
+    return True
 
 
 def _e164(number: str) -> str:

@@ -153,7 +153,7 @@ def parse_inbound(body: bytes) -> InboundMessage:
         at=time_value(data.get("timeUtc"), "timeUtc", UTC),
         channel=_code(data.get("channel"), "channel") or "",
         context=reference_value(context, "messageContext") if context else None,
-        reference=reference_value(data.get("reference"), "reference"),
+        reference=_optional_reference(data.get("reference"), "reference"),
         media=media,
     )
 
@@ -213,6 +213,10 @@ def parse_event(body: bytes) -> list[StatusReport]:
 
 
 # -- fields ---------------------------------------------------------------------------------------
+def _optional_reference(value: Any, path: str) -> str:
+    return "" if value in (None, "") else reference_value(value, path)
+
+
 def reference_value(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise WebhookRejected(400, path, "must be a non-empty string")

@@ -49,7 +49,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
@@ -74,7 +74,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 REQUEST_ERRORS: dict[int, str] = {
     101: "authentication_failed",
     102: "balance_insufficient",
+    103: "authentication_failed",  # product token incorrect
     202: "malformed_request",
+    203: "malformed_request",  # the message array is incorrect
 }
 
 #: Per-message CM error codes and the rejection reason they map to.
@@ -93,6 +95,7 @@ MESSAGE_REASONS: dict[int, str] = {
 }
 
 UNCONFIRMED = "unconfirmed"
+TOKEN_HEADER = "X-CM-PRODUCTTOKEN"  # noqa: S105 (a header name, not a secret)
 
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -365,7 +368,9 @@ class CMGateway:
     def _post(self, body: bytes) -> httpx.Response:
         try:
             return self._client.post(
-                self.url, content=body, headers={"Content-Type": "application/json"}
+                self.url,
+                content=body,
+                headers={"Content-Type": "application/json", TOKEN_HEADER: self._token},
             )
         except _NOT_SENT_ERRORS as exc:
             raise _NotSent(type(exc).__name__) from None
@@ -392,7 +397,7 @@ class CMGateway:
     def request_body(self, batch: Sequence[Submission]) -> bytes:
         """The JSON request CM expects for ``batch`` (contains personal data)."""
         msgs = [_message(s) for s in batch]
-        payload = {"messages": {"authentication": {"producttoken": self._token}, "msg": msgs}}
+        payload = {"messages": {"msg": msgs}}
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _interpret(self, response: httpx.Response, batch: list[Submission]) -> list[SubmitResult]:
@@ -438,11 +443,19 @@ def _message(s: Submission) -> dict[str, Any]:
     rcs = s.channel is Channel.PLUS_MESSAGE
     msg: dict[str, Any] = {
         "from": s.sms_sender_id,
-        "to": [{"number": s.to}],
+        "to": [{"number": cm_number(s.to)}],
         "body": {"type": "auto", "content": s.text},
         "allowedChannels": ["RCS"] if rcs else ["SMS"],
         "reference": s.reference,
     }
+    if not rcs and s.max_parts:
+        msg["minimumNumberOfMessageParts"] = 1
+        msg["maximumNumberOfMessageParts"] = s.max_parts
+    if s.validity is not None:
+        msg["validity"] = cm_validity(s.validity)
+    keys = ("customGrouping", "customGrouping2", "customGrouping3")
+    for key, code in zip(keys, s.groupings[:3], strict=False):
+        msg[key] = code[:100]
     if rcs and (s.suggestions or s.attachments):
         conversation: list[dict[str, Any]] = [{"text": s.text}]
         for a in s.attachments:
@@ -459,15 +472,14 @@ def _message(s: Submission) -> dict[str, Any]:
             elif a.get("kind") == "location":
                 conversation.append(
                     {
-                        "location": {
-                            "latitude": a["latitude"],
-                            "longitude": a["longitude"],
+                        "location": {  # CM types the coordinates as strings
+                            "latitude": str(a["latitude"]),
+                            "longitude": str(a["longitude"]),
                             "label": a.get("label", ""),
                         }
                     }
                 )
-            elif a.get("kind") == "stamp":
-                conversation.append({"stamp": {"id": a["stamp_id"]}})
+            # Stamps have no CM content type; drafts with one are refused for CM.
         msg["richContent"] = {"conversation": conversation}
         if s.suggestions:
             msg["richContent"]["suggestions"] = [
@@ -475,6 +487,19 @@ def _message(s: Submission) -> dict[str, Any]:
                 for label in s.suggestions
             ]
     return msg
+
+
+def cm_number(e164: str) -> str:
+    """``+819011112222`` → ``00819011112222``: CM wants ``00`` and the country
+    code, without ``+``."""
+    return "00" + e164[1:] if e164.startswith("+") else e164
+
+
+def cm_validity(ttl: timedelta) -> str:
+    """A relative validity as CM documents it: whole hours (``"2h"``) or
+    minutes (``"30m"``), never both; at least one minute."""
+    minutes = max(int(ttl.total_seconds() // 60), 1)
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
 
 
 def _result(
