@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         description="Shared secret that signs inbound webhooks (X-Tsuchi-Signature / Token).",
     )
     webhook_max_body: int = Field(default=1 << 20, ge=1024)
+    webhook_allow_token: bool = Field(
+        default=False,
+        description=(
+            "Also accept X-Tsuchi-Token (the bare secret) on /webhooks/status: weaker than the "
+            "signature, since a token seen once authenticates any body, forever."
+        ),
+    )
     cm_webhook_token: str | None = Field(
         default=None,
         repr=False,

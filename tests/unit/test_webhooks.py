@@ -256,10 +256,12 @@ def test_replayed_old_or_future_timestamp_is_401() -> None:
         authenticate({"X-Tsuchi-Signature": sign(BODY, SECRET, TS)}, BODY, SECRET, later)
 
 
-def test_token_mode() -> None:
-    authenticate({"X-Tsuchi-Token": SECRET}, BODY, SECRET, NOW)
-    rejected({"X-Tsuchi-Token": SECRET[:-1]})
-    rejected({"X-Tsuchi-Token": ""})
+def test_token_mode_only_when_switched_on() -> None:
+    authenticate({"X-Tsuchi-Token": SECRET}, BODY, SECRET, NOW, allow_token=True)
+    with pytest.raises(WebhookRejected):
+        authenticate({"X-Tsuchi-Token": SECRET[:-1]}, BODY, SECRET, NOW, allow_token=True)
+    with pytest.raises(WebhookRejected):
+        authenticate({"X-Tsuchi-Token": SECRET}, BODY, SECRET, NOW)  # off by default
     with pytest.raises(WebhookRejected):
         authenticate({"X-Tsuchi-Token": SECRET}, BODY, SECRET, NOW, allow_token=False)
 

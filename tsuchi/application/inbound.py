@@ -101,6 +101,7 @@ class Inbound:
             secret=settings.webhook_secret,
             now=self.ctx.now(),
             max_body=settings.webhook_max_body,
+            allow_token=settings.webhook_allow_token,
         )
 
         def run(s: Session) -> WebhookResult:

@@ -76,16 +76,18 @@ def authenticate(
     now: datetime,
     tolerance: float = TOLERANCE_S,
     *,
-    allow_token: bool = True,
+    allow_token: bool = False,
 ) -> None:
     """Accept the request or raise :class:`WebhookRejected` (401).
 
     Signature mode: ``X-Tsuchi-Signature: t=<unix>,v1=<hex>`` where ``v1`` is
     HMAC-SHA256 over ``"<t>." + body``; several ``v1`` entries are allowed
     (secret rotation) and ``t`` must be within ``tolerance`` seconds of
-    ``now``, which bounds replays (a replay inside the window is harmless:
-    reports are applied idempotently).  Token mode (if ``allow_token``):
-    ``X-Tsuchi-Token`` equals the secret.  Both compare in constant time.
+    ``now``, which bounds replays: a replay inside the window is accepted
+    and harmless (reports are applied idempotently), one outside it gets
+    401.  Token mode, off unless ``allow_token``: ``X-Tsuchi-Token`` equals
+    the secret; weaker, since a token seen once is valid for any body,
+    forever.  Both compare in constant time.
     """
     key = _secret_bytes(secret)
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -171,7 +173,7 @@ def read_status_webhook(
     now: datetime,
     max_body: int = MAX_BODY,
     tolerance: float = TOLERANCE_S,
-    allow_token: bool = True,
+    allow_token: bool = False,
 ) -> list[StatusReport]:
     """Size check (413), then :func:`authenticate` (401), then parse (400/415)."""
     check_size(body, max_body)
