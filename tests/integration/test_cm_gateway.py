@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -62,6 +63,8 @@ def documented_mt_violations(m: dict[str, Any]) -> list[str]:
     validity = m.get("validity")
     if validity is not None and not (isinstance(validity, str) and VALIDITY.fullmatch(validity)):
         out.append("validity: a relative offset in hours (2h) or minutes (30m)")
+    elif validity is not None and int(validity[:-1]) * (60 if validity[-1] == "h" else 1) > 48 * 60:
+        out.append("validity: at most 48h")
     for key in ("customGrouping", "customGrouping2", "customGrouping3"):
         if key in m and not (isinstance(m[key], str) and len(m[key]) <= 100):
             out.append(f"{key}: up to 100 characters")
@@ -277,7 +280,7 @@ def test_every_documented_field_is_sent_as_cm_documents_it(cm: FakeCM, fake_time
         results = gw.submit([s, urgent])
     assert cm.violations == [] and all(r.accepted for r in results)
     sms, rcs = cm.requests[-1]["messages"]["msg"]
-    assert sms["validity"] == "72h" and rcs["validity"] == "10m"
+    assert sms["validity"] == "48h" and rcs["validity"] == "10m"  # CM supports at most 48h
     assert (sms["minimumNumberOfMessageParts"], sms["maximumNumberOfMessageParts"]) == (1, 10)
     assert "maximumNumberOfMessageParts" not in rcs
     assert [sms["customGrouping"], sms["customGrouping2"], sms["customGrouping3"]] == [
@@ -549,3 +552,27 @@ def test_no_personal_data_in_logs_or_errors(
     for s in subs:
         assert s.to not in text and s.text not in text
     assert "Gsm" not in text
+
+
+def _cm_fixture(name: str) -> Any:
+    path = Path(__file__).parent.parent / "fixtures" / "cm" / name
+    return json.loads(path.read_text())["example"]
+
+
+def test_cms_documented_responses_are_read_as_documented(cm: FakeCM, fake_time: FakeTime) -> None:
+    # "Incorrect msg and a correct message": 200, errorCode 201, per-message codes.
+    mixed = _cm_fixture("mt_response_error_message.json")
+    subs = [sub(1), sub(2)]
+    for entry, s in zip(mixed["body"]["messages"], subs, strict=True):
+        entry["reference"] = s.reference
+    cm.script.append(("status", mixed["http_status"], json.dumps(mixed["body"]).encode()))
+    with gateway(cm.url, fake_time) as gw:
+        ok, bad = gw.submit(subs)
+    assert (ok.accepted, ok.code) == (True, "0")
+    assert (bad.accepted, bad.code, bad.reason) == (False, "304", "invalid_field")
+    # "Entire request incorrect": 400, errorCode 101, no messages.
+    whole = _cm_fixture("mt_response_error_request.json")
+    cm.script.append(("status", whole["http_status"], json.dumps(whole["body"]).encode()))
+    with gateway(cm.url, fake_time) as gw, pytest.raises(GatewayRejected) as info:
+        gw.submit([sub(3)])
+    assert (info.value.code, info.value.rule) == ("101", "authentication_failed")

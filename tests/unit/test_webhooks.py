@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -372,3 +374,20 @@ def test_unknown_status_codes_and_textual_error_codes_are_kept_not_refused() -> 
         ("unknown", "status:9"),
         ("failed", "Unknown subscriber"),
     ]
+
+
+def _cm_fixture(name: str) -> Any:
+    path = Path(__file__).parent.parent / "fixtures" / "cm" / name
+    return json.loads(path.read_text())["example"]
+
+
+def test_cms_own_mo_examples_parse() -> None:
+    from tsuchi.infrastructure.cm_callbacks import parse_inbound
+
+    media = parse_inbound(json.dumps(_cm_fixture("mo_message_media.json")).encode())
+    assert media.text == "" and media.context is None
+    assert [(m.mime_type, m.url) for m in media.media] == [
+        ("image/png", "https://temp.com/adsadsa")
+    ]
+    text = parse_inbound(json.dumps(_cm_fixture("mo_message_text.json")).encode())
+    assert text.text and text.at.tzinfo is not None and text.media == ()

@@ -65,7 +65,7 @@ class Consents:
         p = v.purpose(purpose)
         Consent.check_purpose_needs_consent(p)
         v.text(source, "evidence.source", 100)
-        v.text(wording, "evidence.wording", 2000)
+        v.text(wording, "evidence.wording", 2000, multiline=True)
         v.text(by, "evidence.by", 100)
 
         def run(s: Session) -> int:

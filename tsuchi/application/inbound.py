@@ -24,7 +24,7 @@ from tsuchi.application.views import WebhookResult
 from tsuchi.domain.message import Message, parse_gateway_reference
 from tsuchi.domain.personal import Personal
 from tsuchi.domain.values import Capability, Channel
-from tsuchi.errors import KeyMaterialError
+from tsuchi.errors import InvalidInput, KeyMaterialError
 from tsuchi.infrastructure.crypto import blind_index
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import orphan_reports as orphan_table
@@ -88,6 +88,8 @@ class Inbound:
 
     def handle_report(self, report: StatusReport) -> bool:
         """Apply one report; whether it changed anything."""
+        if not isinstance(report, StatusReport):
+            raise InvalidInput("report", "must be a StatusReport")
         return self.uow.run(lambda s: self.apply(s, report)) == APPLIED
 
     def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookResult:

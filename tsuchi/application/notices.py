@@ -87,6 +87,9 @@ class Notices:
         bulk: bool = False,
     ) -> MessageView:
         """Request one notice (idempotent on sender and ``idempotency_key``)."""
+        sender_id = v.uuid(sender_id, "sender_id")
+        account_id = v.uuid(account_id, "account_id")
+        template_version = v.optional_int(template_version, "template_version")
         v.text(idempotency_key, "idempotency_key", 128)
         v.text(template, "template", 64)
         v.text(requested_by, "requested_by", 100)
@@ -96,7 +99,7 @@ class Notices:
             urg = Urgency(urgency)
         except ValueError:
             raise InvalidInput("urgency", "must be normal or urgent") from None
-        values = dict(variables or {})
+        values = v.mapping(variables, "variables")
         mid = message_id(sender_id, idempotency_key)
 
         def run(s: Session) -> MessageView:

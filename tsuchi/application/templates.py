@@ -53,6 +53,8 @@ class Templates:
         Template.check_name(name)
         p = v.purpose(purpose)
         v.text(author, "author", 100)
+        if isinstance(suggestions, str) or not isinstance(suggestions, (tuple, list)):
+            raise InvalidInput("suggestions", "must be a list of labels, not a string")
         if self.ctx.settings.gateway == "cm":
             for i, a in enumerate(attachments or []):
                 if isinstance(a, dict) and a.get("kind") == "stamp":

@@ -49,7 +49,7 @@ from tsuchi.domain.account import Account
 from tsuchi.domain.consent import consent_id
 from tsuchi.domain.message import Message
 from tsuchi.domain.values import Purpose
-from tsuchi.errors import ConcurrencyConflict, TransientError
+from tsuchi.errors import ConcurrencyConflict, InvalidInput, TransientError
 from tsuchi.infrastructure.aggregate_cache import AggregateCache
 from tsuchi.infrastructure.recorder import CoreApplicationRecorder
 from tsuchi.infrastructure.sql import Session
@@ -169,6 +169,8 @@ class UnitOfWork:
     # -- reading -----------------------------------------------------------------------
     def find(self, cls: type[T], aggregate_id: UUID) -> T | None:
         """An aggregate of ``cls`` or None, loaded at most once per unit."""
+        if not isinstance(aggregate_id, UUID):
+            raise InvalidInput(f"{cls.__name__.lower()}_id", "must be a UUID")
         scope = _SCOPE.get()
         if scope is not None and aggregate_id in scope.identity:
             hit = scope.identity[aggregate_id]

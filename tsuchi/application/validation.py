@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
+from tsuchi.domain.channels import check_no_control_characters
 from tsuchi.domain.values import Purpose
 from tsuchi.errors import InvalidInput
 
@@ -20,12 +22,45 @@ LANG_RE = re.compile(r"^[a-z]{2}(?:-[A-Z]{2})?$")
 CODE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def text(value: Any, field_name: str, max_len: int) -> str:
+def text(value: Any, field_name: str, max_len: int, *, multiline: bool = False) -> str:
+    """A non-empty string of at most ``max_len`` characters, without control
+    characters (line breaks and tabs only when ``multiline``) and without
+    lone surrogates."""
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
         raise InvalidInput(
             field_name, f"must be a non-empty string of at most {max_len} characters"
         )
+    check_no_control_characters(value, field_name, allow_newlines=multiline)
     return value
+
+
+def uuid(value: Any, field_name: str) -> UUID:
+    """An id argument: a :class:`~uuid.UUID` (its canonical string is accepted)."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str) and len(value) <= 36:
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInput(field_name, "must be a UUID")
+
+
+def optional_int(value: Any, field_name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field_name, "must be an integer or None")
+    return int(value)
+
+
+def mapping(value: Any, field_name: str) -> dict[str, Any]:
+    """A dict argument with string keys (None is an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput(field_name, "must be a dict with string keys")
+    return dict(value)
 
 
 def code(value: Any, field_name: str) -> str:

@@ -176,6 +176,14 @@ def check_no_control_characters(text: str, field: str, allow_newlines: bool = Tr
     keep line breaks and tabs."""
     if (_CONTROL_BUT_BREAKS if allow_newlines else _CONTROL).search(text):
         raise InvalidInput(field, "must not contain control characters")
+    check_no_lone_surrogates(text, field)
+
+
+def check_no_lone_surrogates(text: str, field: str) -> None:
+    """Refuse unpaired UTF-16 surrogates: they cannot be encoded, and the
+    encoder's error would carry the whole (personal) text."""
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise InvalidInput(field, "must not contain lone surrogates")
 
 
 def check_sms_body(

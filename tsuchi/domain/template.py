@@ -261,10 +261,12 @@ class Template(Aggregate):
     def check_variables(self, version: TemplateVersion, values: dict[str, Any]) -> dict[str, str]:
         missing = set(version.variables) - set(values)
         if missing:
+            # Declared names (the template's own), safe to show.
             raise InvalidVariables("variables", f"missing: {', '.join(sorted(missing))}")
         unknown = set(values) - set(version.variables)
         if unknown:
-            raise InvalidVariables("variables", f"undeclared: {', '.join(sorted(unknown))}")
+            # The names are the host's: never echoed (one was a phone number).
+            raise InvalidVariables("variables", f"{len(unknown)} undeclared variable(s)")
         return {
             name: coerce_variable(name, kind, values[name])
             for name, kind in version.variables.items()

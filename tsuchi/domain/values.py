@@ -38,6 +38,8 @@ MVNO_BRANDS: dict[str, Carrier] = {
 
 def parse_carrier(name: str) -> Carrier:
     """Map a carrier or MVNO brand name to the host network."""
+    if not isinstance(name, str):
+        raise InvalidInput("carrier", "must be a carrier or MVNO brand name")
     key = name.strip().lower()
     try:
         return Carrier(key)

@@ -170,7 +170,9 @@ def _media(value: Any, path: str) -> tuple[InboundMedia, ...]:
         if not isinstance(item, dict):
             raise WebhookRejected(400, where, "must be an object")
         url = _text(item.get("mediaUri"), f"{where}.mediaUri", 2048)
-        if not url or not url.startswith(("https://", "http://")):
+        if not url:
+            continue  # CM sends an empty media object with a text message
+        if not url.startswith(("https://", "http://")):
             raise WebhookRejected(400, f"{where}.mediaUri", "must be an http(s) URL")
         mime = _text(item.get("contentType", item.get("mimeType")), f"{where}.contentType", 128)
         name = _text(item.get("mediaName", item.get("title")), f"{where}.mediaName", 256)

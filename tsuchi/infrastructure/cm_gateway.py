@@ -495,10 +495,15 @@ def cm_number(e164: str) -> str:
     return "00" + e164[1:] if e164.startswith("+") else e164
 
 
+MAX_VALIDITY = timedelta(hours=48)
+"""CM's knowledge center: "The maximum of 48h is supported"."""
+
+
 def cm_validity(ttl: timedelta) -> str:
     """A relative validity as CM documents it: whole hours (``"2h"``) or
-    minutes (``"30m"``), never both; at least one minute."""
-    minutes = max(int(ttl.total_seconds() // 60), 1)
+    minutes (``"30m"``), never both; at least one minute, at most 48 hours
+    (tsuchi's own TTL timer still decides when an attempt expires)."""
+    minutes = max(int(min(ttl, MAX_VALIDITY).total_seconds() // 60), 1)
     return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
 
 

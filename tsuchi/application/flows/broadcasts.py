@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from tsuchi.application import validation as v
 from tsuchi.application.context import Context
 from tsuchi.application.notices import Notices
 from tsuchi.application.senders import Senders
@@ -60,6 +61,11 @@ class Broadcasts:
         urgency: str = "normal",
         requested_by: str = "host",
     ) -> UUID:
+        sender_id = v.uuid(sender_id, "sender_id")
+        if isinstance(account_ids, (str, bytes)) or not isinstance(account_ids, Sequence):
+            raise InvalidInput("account_ids", "must be a sequence of account ids")
+        account_ids = [v.uuid(a, f"account_ids[{i}]") for i, a in enumerate(account_ids)]
+        variables = v.mapping(variables, "variables")
         if not account_ids:
             raise InvalidInput("account_ids", "a broadcast needs at least one recipient")
         if len(set(account_ids)) != len(account_ids):

@@ -8,7 +8,9 @@ encrypted data and under which KEK.
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, inspect, select
+from sqlalchemy import exc as sa_exc
 
+from tsuchi.errors import TransientError
 from tsuchi.infrastructure.tables import meta
 
 
@@ -26,6 +28,9 @@ def database_kek_id(url: str | None, probe: Engine | None) -> str | None:
         with engine.connect() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "kek_id")).first()
         return None if row is None else str(row[0])
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+        # Only the type: the driver's message names the host and the user.
+        raise TransientError(f"database unavailable: {type(e).__name__}") from None
     finally:
         if probe is None:
             engine.dispose()
