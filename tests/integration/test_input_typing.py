@@ -119,3 +119,32 @@ def test_unreachable_database_is_a_transient_error(tmp_path: Path) -> None:
         Engine(Settings(database_url=url, keys_dir=tmp_path / "k", create_keys=True))
     assert "127.0.0.1" not in str(info.value)
     assert not (tmp_path / "k").exists()  # no key was created for it
+
+
+def test_a_known_customer_ref_with_another_number_is_a_conflict(engine: Engine) -> None:
+    w = build(engine)
+    assert engine.register_account("acme", "C0", "090-1111-2222", "山田太郎") == w.accounts[0]
+    before = count_events(engine)
+    with pytest.raises(errors.IdempotencyConflict) as info:
+        engine.register_account("acme", "C0", "090-9999-0000", "山田太郎")
+    assert info.value.field == "mobile" and "9999" not in str(info.value)
+    assert count_events(engine) == before
+    with pytest.raises(errors.IdempotencyConflict):
+        engine.register_accounts(
+            [
+                {"tenant": "acme", "customer_ref": "N1", "mobile": "080-1212-3434", "name": "甲"},
+                {"tenant": "acme", "customer_ref": "N1", "mobile": "080-5656-7878", "name": "甲"},
+            ]
+        )
+
+
+def test_the_same_idempotency_key_for_a_different_notice_is_a_conflict(engine: Engine) -> None:
+    w = build(engine)
+    first = note(engine, w)()
+    assert note(engine, w)().id == first.id  # the very same request: the same message
+    before = count_events(engine)
+    for changed in ({"variables": {"memo": "別の明細"}}, {"urgency": "urgent"}):
+        with pytest.raises(errors.IdempotencyConflict) as info:
+            note(engine, w, **changed)()
+        assert info.value.field == "idempotency_key" and "別の明細" not in str(info.value)
+    assert count_events(engine) == before

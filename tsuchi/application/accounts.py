@@ -21,7 +21,7 @@ from tsuchi.domain.account import Account
 from tsuchi.domain.mobile import normalise_mobile
 from tsuchi.domain.personal import Personal
 from tsuchi.domain.values import Capability, Carrier, parse_carrier
-from tsuchi.errors import InvalidInput, UnknownAccount
+from tsuchi.errors import IdempotencyConflict, InvalidInput, UnknownAccount
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import lookup as lookup_table
 
@@ -107,13 +107,25 @@ class Accounts:
         accounts: list[Account] = []
         rows: list[dict[str, str]] = []
         seen: dict[tuple[str, str], UUID] = {}
+        pending_mobile: dict[str, set[UUID]] = {}  # numbers of this batch's new accounts
         for x in specs:
             ref_digest = self.ctx.digest(lookup_table.CUSTOMER_REF, x.customer_ref)
+            mobile_digest = self.ctx.digest(lookup_table.MOBILE, x.e164)
             existing = seen.get((x.tenant, ref_digest))
             if existing is None:
                 found = lookup_table.find(s, lookup_table.CUSTOMER_REF, ref_digest, x.tenant)
                 existing = UUID(hex=found[0]) if found else None
             if existing is not None:
+                # Idempotent only for the same customer: another number is a
+                # change of mobile, never a silent no-op.
+                same = lookup_table.find(s, lookup_table.MOBILE, mobile_digest, x.tenant)
+                if existing.hex not in same and existing not in pending_mobile.get(
+                    mobile_digest, ()
+                ):
+                    raise IdempotencyConflict(
+                        "mobile",
+                        "customer_ref is registered with another number; use change_mobile",
+                    )
                 ids.append(existing)
                 continue
             account_id = uuid4()
@@ -133,6 +145,7 @@ class Accounts:
                 )
             )
             seen[(x.tenant, ref_digest)] = account_id
+            pending_mobile.setdefault(mobile_digest, set()).add(account_id)
             rows += [
                 lookup_table.row(lookup_table.CUSTOMER_REF, x.tenant, ref_digest, account_id.hex),
                 lookup_table.row(

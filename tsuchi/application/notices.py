@@ -108,10 +108,7 @@ class Notices:
             self.uow.prefetch([mid, sender_id, template_id(sender_id, template), account_id])
             existing = self.find(mid)
             if existing is not None:
-                if existing.account_id != account_id or existing.template_name != template:
-                    raise IdempotencyConflict(
-                        "idempotency_key", "already used for a different notice"
-                    )
+                self._check_same_request(existing, account_id, template, urg, values)
                 return MessageView.of(existing)
             sender = self.senders.get(sender_id)
             sender.check_active()
@@ -161,6 +158,27 @@ class Notices:
             # A concurrent request with the same key won: return its message.
             with self.uow.read():
                 return MessageView.of(self.get(mid))
+
+    def _check_same_request(
+        self, m: Message, account_id: UUID, template: str, urgency: Urgency, values: dict[str, Any]
+    ) -> None:
+        """The same idempotency key must mean the same notice: same account,
+        template, urgency and variables (compared as stored)."""
+        conflict = IdempotencyConflict("idempotency_key", "already used for a different notice")
+        if m.account_id != account_id or m.template_name != template or m.urgency is not urgency:
+            raise conflict
+        if any(isinstance(val, Personal) and val.erased for val in m.variables.values()):
+            return  # the customer was erased: nothing left to compare
+        tpl = self.templates.get(m.sender_id, template)
+        try:
+            stored = tpl.check_variables(tpl.get_version(m.template_version), values)
+        except InvalidInput:
+            raise conflict from None
+        before = {
+            k: val.reveal() if isinstance(val, Personal) else val for k, val in m.variables.items()
+        }
+        if stored != before:
+            raise conflict
 
     def decide(
         self, s: Session, msg: Message, sender: Sender, account: Account, now: datetime
