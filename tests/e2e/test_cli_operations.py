@@ -55,6 +55,15 @@ def test_audit_export_and_verify_round_trip_and_tamper(tmp_path: Path) -> None:
 def test_worker_runs_until_sigterm_and_exits_zero(tmp_path: Path) -> None:
     run("demo", "--customers", "10", "--seed", "8", cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSUCHI_")}
+    unchosen = subprocess.run(
+        [*TSUCHI, "worker", "--max-seconds", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert unchosen.returncode == 2 and "TSUCHI_GATEWAY" in unchosen.stderr
+    env["TSUCHI_GATEWAY"] = "simulator"
     proc = subprocess.Popen(
         [*TSUCHI, "worker", "--sweep-seconds", "0.2"],
         cwd=tmp_path,

@@ -32,6 +32,7 @@ WORKER = [sys.executable, "-m", "tsuchi.cli", "worker", "--sweep-seconds", "0.2"
 
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSUCHI_")}
+    env["TSUCHI_GATEWAY"] = "simulator"
     env.update(extra)
     return env
 

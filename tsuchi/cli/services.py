@@ -20,6 +20,7 @@ from tsuchi.errors import TsuchiError
 
 if TYPE_CHECKING:
     from tsuchi.application.views import WebhookResult
+    from tsuchi.settings import Settings
 
 
 def worker(
@@ -43,7 +44,7 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
     try:
-        with Engine(load_settings(db, keys, worker_id=worker_id)) as engine:
+        with Engine(_explicit_gateway(load_settings(db, keys, worker_id=worker_id))) as engine:
             w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds))
             w.install_signal_handlers()
             if early_stop:
@@ -70,7 +71,7 @@ def serve(
 
     logging.getLogger("tsuchi").setLevel(logging.INFO)
     try:
-        with Engine(load_settings(db, keys)) as engine:
+        with Engine(_explicit_gateway(load_settings(db, keys))) as engine:
             settings = engine.settings
             if settings.gateway == "cm" and not settings.cm_webhook_token:
                 err.print("error: set TSUCHI_CM_WEBHOOK_TOKEN (at least 32 characters)")
@@ -88,6 +89,17 @@ def serve(
             run(app, host, port)
     except TsuchiError as e:
         raise fail(e) from None
+
+
+def _explicit_gateway(settings: Settings) -> Settings:
+    """A long-running process never falls back to the simulator unasked: a
+    real alert would be marked delivered and nothing sent."""
+    if "gateway" not in settings.model_fields_set:
+        err.print(
+            "error: setting gateway (TSUCHI_GATEWAY) must be chosen: cm, or simulator for a trial"
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def _no_own_webhooks(headers: Mapping[str, str], body: bytes) -> WebhookResult:
