@@ -52,6 +52,7 @@ from tsuchi.errors import (
     UnknownTemplate,
     UnsupportedDatabaseURL,
     WebhookRejected,
+    WorkerDied,
 )
 from tsuchi.infrastructure.clock import ManualClock, SystemClock
 from tsuchi.infrastructure.crypto import LocalKMS, init_keys
@@ -124,6 +125,7 @@ __all__ = [
     "Urgency",
     "WebhookRejected",
     "WebhookResult",
+    "WorkerDied",
     "errors",
     "init_keys",
 ]

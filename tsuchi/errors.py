@@ -35,6 +35,7 @@ never the value that broke it.
     │   └── DataErased               the subject was erased; plaintext is gone
     ├── GatewayRejected              the aggregator refused the whole request   (code, rule)
     ├── ProjectionError              a stored event a projection cannot apply
+    ├── WorkerDied                   a part of the worker stopped: exit, be restarted
     ├── TransientError               retry the operation
     │   ├── ConcurrencyConflict
     │   └── GatewayUnavailable       the aggregator cannot be reached; nothing handed over
@@ -227,6 +228,15 @@ class GatewayUnavailable(TransientError):
         super().__init__(f"aggregator unavailable: {rule}")
 
 
+class WorkerDied(TsuchiError):
+    """A part of the worker (its scheduler or its urgent dispatcher) stopped
+    running: the process must exit non-zero so that a supervisor restarts it."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        super().__init__(f"the worker's {part} stopped running")
+
+
 class ProjectionError(TsuchiError):
     """A projection cannot apply a stored event (it is not readable JSON, or
     breaks the projection's assumptions); ``notification_id`` names it."""
@@ -291,4 +301,5 @@ __all__ = [
     "UnknownTemplate",
     "UnsupportedDatabaseURL",
     "WebhookRejected",
+    "WorkerDied",
 ]

@@ -1,9 +1,10 @@
 """The worker: runs the sweeps and periodic jobs until told to stop.
 
-APScheduler 3 drives a few jobs per worker, kept in a persistent SQLAlchemy
-job store in the engine's database: the sweep (dispatch, status reports, due
-durable timers) every second, projections every 5 s, the
-audit checkpoint every few minutes, and a daily delivery summary.  Reminders
+APScheduler 3 drives a few jobs per worker, defined at every start and kept
+in memory (so the database is never on the scheduler's own path: an outage
+cannot kill its thread): the sweep (dispatch, status reports, due durable
+timers) every second, projections every 5 s, the audit checkpoint every few
+minutes, and a daily delivery summary.  Reminders
 are not scheduler jobs: they are rows in ``tsuchi_timers`` fired by the sweep,
 which scales to millions.  Sweeps
 coalesce and never misfire-drop (``misfire_grace_time=None``); the work itself
@@ -19,6 +20,14 @@ collector's sight (``gc.freeze``, unless ``freeze_heap=False``): a full
 collection of a freshly started process's ~90,000 objects stalls every thread
 for ~30 ms, and more as the heap grows.
 
+A failing job is logged and retried by its next run; the worker keeps
+running through database outages.  A watchdog checks every second that the
+scheduler and the urgent dispatcher are alive: if either has died, the
+worker stops and raises :class:`~tsuchi.errors.WorkerDied`, and ``tsuchi
+worker`` exits 1 so a supervisor restarts it.  :meth:`Worker.liveness` gives
+the seconds since each job last succeeded; ``heartbeat`` (a file path) is
+touched after every successful sweep, for a liveness probe.
+
 On SIGTERM or SIGINT the worker stops scheduling, lets the job in flight
 finish, and returns.
 """
@@ -32,14 +41,15 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tsuchi.engine import Engine
-from tsuchi.infrastructure.store import create_tables
+from tsuchi.errors import WorkerDied
 
 log = logging.getLogger("tsuchi.worker")
 
@@ -96,6 +106,7 @@ class Worker:
         checkpoint_every: timedelta = timedelta(minutes=10),
         urgent_every: timedelta = timedelta(milliseconds=50),
         freeze_heap: bool = True,
+        heartbeat: Path | None = None,
     ) -> None:
         self.engine = engine
         self.worker_id = engine.settings.worker_id
@@ -107,6 +118,8 @@ class Worker:
         self._busy = threading.Lock()
         self._busy_since: float | None = None  # when the job in flight started
         self.sweeps = 0
+        self.heartbeat = heartbeat
+        self._succeeded: dict[str, float] = {}  # job -> monotonic time of its last success
 
     # -- jobs ------------------------------------------------------------------------
     def run_named(self, job: str) -> None:
@@ -125,8 +138,18 @@ class Worker:
                     self.daily_report()
             except Exception as e:  # a failed pass is retried by the next one
                 log.error("%s failed: %s", job, type(e).__name__)
+            else:
+                self._succeeded[job] = time.monotonic()
+                if job == "sweep" and self.heartbeat is not None:
+                    self.heartbeat.touch()
             finally:
                 self._busy_since = None
+
+    def liveness(self) -> dict[str, float | None]:
+        """Seconds since each job last succeeded (None: not yet)."""
+        now = time.monotonic()
+        jobs = ("sweep", "projections", "checkpoint", "urgent")
+        return {j: (now - self._succeeded[j]) if j in self._succeeded else None for j in jobs}
 
     def dispatch_urgent(self) -> None:
         """The urgent dispatcher's loop (its own thread), until :meth:`stop`."""
@@ -139,6 +162,7 @@ class Worker:
                 if woke or self.engine.urgent_due():
                     while self.engine.dispatch(urgent_only=True) and not self._stop.is_set():
                         pass
+                self._succeeded["urgent"] = time.monotonic()
             except Exception as e:  # retried on the next wake or poll
                 log.error("urgent dispatch failed: %s", type(e).__name__)
                 self._stop.wait(1.0)
@@ -178,16 +202,30 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def _watch(
+        self, scheduler: BackgroundScheduler, urgent: threading.Thread, max_seconds: float | None
+    ) -> None:
+        """Wait for a stop (or ``max_seconds``), checking every second that no
+        part of the worker has died; raise :class:`WorkerDied` if one has."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while not self._stop.is_set():
+            step = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if step <= 0 or self._stop.wait(step):
+                return
+            thread = getattr(scheduler, "_thread", None)
+            if not scheduler.running or (thread is not None and not thread.is_alive()):
+                log.critical("the scheduler thread died: stopping so a supervisor restarts us")
+                raise WorkerDied("scheduler")
+            if not urgent.is_alive():
+                log.critical("the urgent dispatcher died: stopping so a supervisor restarts us")
+                raise WorkerDied("urgent dispatcher")
+
     def run(self, max_seconds: float | None = None) -> None:
         """Block until :meth:`stop` (or a signal, or ``max_seconds``)."""
         with _ACTIVE_LOCK:
             _ACTIVE[self.worker_id] = self
-        store = SQLAlchemyJobStore(
-            engine=self.engine.store.engine, tablename="tsuchi_scheduler_jobs"
-        )
-        create_tables(self.engine.store.engine, [store.jobs_t])
         scheduler = BackgroundScheduler(
-            jobstores={"default": store},
+            jobstores={"default": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -244,7 +282,7 @@ class Worker:
             scheduler.start()
             urgent.start()
             self.run_named("sweep")  # catch up at once: timers that fell due while down
-            self._stop.wait(max_seconds)
+            self._watch(scheduler, urgent, max_seconds)
         finally:
             self._stop.set()
             if scheduler.running:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -31,6 +32,10 @@ def worker(
     max_seconds: Annotated[
         float | None, typer.Option(help="Stop after this long (default: until a signal).")
     ] = None,
+    heartbeat: Annotated[
+        Path | None,
+        typer.Option(help="File touched after every successful sweep (for a liveness probe)."),
+    ] = None,
 ) -> None:
     """Run the scheduler, sweeps, dispatch and projections until SIGTERM/SIGINT."""
     from datetime import timedelta
@@ -45,7 +50,7 @@ def worker(
         signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
     try:
         with Engine(_explicit_gateway(load_settings(db, keys, worker_id=worker_id))) as engine:
-            w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds))
+            w = Worker(engine, sweep_every=timedelta(seconds=sweep_seconds), heartbeat=heartbeat)
             w.install_signal_handlers()
             if early_stop:
                 w.stop()
