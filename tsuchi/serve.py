@@ -232,7 +232,8 @@ def run(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve ``app`` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, proxy_headers=False)
+    # No access log: CM's callback URLs carry their token in the path.
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, access_log=False)
 
 
 __all__ = ["ASGIApp", "CMHandler", "Handler", "WebhookResult", "create_app", "run"]

@@ -37,20 +37,33 @@ def test_lone_surrogates_are_refused_where_text_enters(engine: Engine) -> None:
         engine,
         "name",
         lambda: engine.register_account("acme", "C9", "090-1234-5678", "山田" + SURROGATE),
+        secret="山田",
     )
     refused(
         engine,
         "customer_ref",
         lambda: engine.register_account("acme", "C" + SURROGATE, "090-1234-5678", "山田"),
+        secret="090-1234-5678",
     )
-    refused(engine, "variables.memo", note(engine, w, variables={"memo": "x" + SURROGATE}))
-    refused(engine, "idempotency_key", note(engine, w, idempotency_key="k" + SURROGATE))
+    refused(
+        engine,
+        "variables.memo",
+        note(engine, w, variables={"memo": "残高" + SURROGATE}),
+        secret="残高",
+    )
+    refused(
+        engine,
+        "idempotency_key",
+        note(engine, w, idempotency_key="key-09012345678" + SURROGATE),
+        secret="09012345678",
+    )
     refused(
         engine,
         "evidence.by",
         lambda: engine.grant_consent(
             w.accounts[0], w.sender, "marketing", source="app", wording="w", by="山" + SURROGATE
         ),
+        secret="山",
     )
 
 
@@ -60,8 +73,14 @@ def test_control_characters_and_nul_are_refused(engine: Engine) -> None:
         engine,
         "name",
         lambda: engine.register_account("acme", "C9", "090-1234-5678", "山田\x00\x1b[31m太郎"),
+        secret="太郎",
     )
-    refused(engine, "idempotency_key", note(engine, w, idempotency_key="k\x00"))
+    refused(
+        engine,
+        "idempotency_key",
+        note(engine, w, idempotency_key="key-09012345678\x00"),
+        secret="09012345678",
+    )
 
 
 def test_wrong_types_name_the_field(engine: Engine) -> None:

@@ -376,6 +376,13 @@ def test_unknown_status_codes_and_textual_error_codes_are_kept_not_refused() -> 
     ]
 
 
+def test_a_textual_error_code_never_stores_a_number_it_quotes() -> None:
+    body = status_json(msg("a:1", 2, error="Rejected 0090-1234-5678 (+81 90 1234 5678)"))
+    (report,) = parse_status_webhook("application/json", body)
+    assert report.code == "Rejected # (#)"
+    assert "5678" not in (report.code or "")
+
+
 def _cm_fixture(name: str) -> Any:
     path = Path(__file__).parent.parent / "fixtures" / "cm" / name
     return json.loads(path.read_text())["example"]

@@ -169,6 +169,7 @@ def sms_cost(text: str) -> SmsCost:
 # C0 and C1 control characters, with and without line breaks and tabs.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_no_control_characters(text: str, field: str, allow_newlines: bool = True) -> None:
@@ -182,7 +183,7 @@ def check_no_control_characters(text: str, field: str, allow_newlines: bool = Tr
 def check_no_lone_surrogates(text: str, field: str) -> None:
     """Refuse unpaired UTF-16 surrogates: they cannot be encoded, and the
     encoder's error would carry the whole (personal) text."""
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    if _LONE_SURROGATE.search(text):
         raise InvalidInput(field, "must not contain lone surrogates")
 
 

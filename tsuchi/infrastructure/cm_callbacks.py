@@ -21,6 +21,7 @@ Hand-written because no maintained library parses CM's callback formats.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -301,6 +302,9 @@ def _small_int(value: Any) -> int | None:
     return None
 
 
+_DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+
+
 def _raw_code(value: Any) -> str:
     """A code as CM sent it, bounded: digits stay digits, text is kept printable."""
     if value is None or isinstance(value, (dict, list)):
@@ -309,7 +313,9 @@ def _raw_code(value: Any) -> str:
     if number is not None:
         return str(number)
     text = "".join(c for c in str(value).strip() if c.isprintable())
-    return text[:MAX_CODE]
+    # CM fills errorCode from [STATUSDESCRIPTION], free text that may quote the
+    # recipient's number: digit runs are masked before the code is stored.
+    return _DIGIT_RUN.sub("#", text)[:MAX_CODE]
 
 
 def _text(value: Any, path: str, limit: int) -> str | None:
