@@ -22,7 +22,7 @@ from tsuchi import (
 )
 from tsuchi.domain.deadline import deadline_id
 from tsuchi.domain.message import gateway_reference, parse_gateway_reference
-from tsuchi.domain.values import Channel
+from tsuchi.domain.values import Channel, MessageStatus
 from tsuchi.flows import DeadlineSpec
 from tsuchi.infrastructure.tables import timers
 from tsuchi.infrastructure.webhooks import sign
@@ -167,6 +167,12 @@ def test_fraud_alert_without_answer_escalates_and_goes_by_sms_too(
         engine.sweep()
         channels = [s.channel for s in net.submitted]
         assert channels == [Channel.PLUS_MESSAGE, Channel.SMS]
+        # The +Message was delivered: sending the SMS as well never moves the
+        # message back to submitted; the SMS attempt has its own status.
+        (alert,) = engine.messages(correlation_id=f"fraud:{case.hex}")
+        view = engine.message(alert)
+        assert view.status is MessageStatus.DELIVERED and view.attempts == 2
+        assert [e.status for e in view.timeline if e.attempt == 2][-1] == "submitted"
         clock.advance(engine.settings.fraud_escalate_after)
         engine.sweep()
         assert engine.fraud_case(case)["state"] == "escalated"

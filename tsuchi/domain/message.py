@@ -167,6 +167,18 @@ class Message(Aggregate):
     def current(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
+    def _settle(self) -> None:
+        """The message's status only moves forward: it is the most advanced
+        status of its attempts still in play (an SMS sent as well as a
+        delivered +Message leaves the message delivered); only when every
+        attempt has ended (failed, expired) is it the last attempt's end.
+        Each attempt keeps its own status."""
+        live = [a.status for a in self.attempts if a.status not in FINAL_STATUSES]
+        if live:
+            self.status = max(live, key=PROGRESS_RANK.__getitem__)
+        elif self.attempts:
+            self.status = self.attempts[-1].status
+
     def _note(self, at: datetime, status: str, attempt: int | None, detail: str = "") -> None:
         self.timeline.append(TimelineEntry(at, status, attempt, detail))
 
@@ -311,21 +323,21 @@ class Message(Aggregate):
     ) -> None:
         self.sent_basis = basis
         self.attempts[-1].status = MessageStatus.SUBMITTED
-        self.status = MessageStatus.SUBMITTED
+        self._settle()
         self._note(at, "submitted", attempt)
 
     @event("Progressed")
     def _progressed(self, attempt: int, status: MessageStatus, at: datetime) -> None:
         self.seen_reports.add(f"{attempt}:{MessageStatus(status).value}")
         self.attempts[-1].status = MessageStatus(status)
-        self.status = MessageStatus(status)
+        self._settle()
         self._note(at, MessageStatus(status).value, attempt)
 
     @event("Failed")
     def _failed(self, attempt: int, code: str, permanent: bool, at: datetime) -> None:
         self.seen_reports.add(f"{attempt}:failed")
         self.attempts[-1].status = MessageStatus.FAILED
-        self.status = MessageStatus.FAILED
+        self._settle()
         self._note(at, "failed", attempt, f"code {code}" + (" (permanent)" if permanent else ""))
 
     @event("ReportRecorded")
@@ -341,7 +353,7 @@ class Message(Aggregate):
         self.last_reason = reason
         self._note(at, "fallback", attempt - 1, reason)
         self.attempts.append(Attempt(attempt, Channel.SMS, Carrier(carrier)))
-        self.status = MessageStatus.ROUTED
+        self._settle()
         self._note(at, "routed", attempt, f"sms via {Carrier(carrier).value}")
 
     @event("ReplyReceived")

@@ -86,7 +86,7 @@ class Fallbacks:
         if found is None:
             return
         m, attempt = found
-        if m.status in (MessageStatus.SUBMITTED, MessageStatus.ACCEPTED):
+        if _attempt_status(m) in (MessageStatus.SUBMITTED, MessageStatus.ACCEPTED):
             m.record_report(attempt, "expired", self.ctx.now(), code="TTL")
             self.fall_back(s, m, "no delivery within TTL")
             self.uow.save_message(s, m)
@@ -96,6 +96,16 @@ class Fallbacks:
         if found is None:
             return
         m, _ = found
-        if m.status in (MessageStatus.SUBMITTED, MessageStatus.ACCEPTED, MessageStatus.DELIVERED):
+        if _attempt_status(m) in (
+            MessageStatus.SUBMITTED,
+            MessageStatus.ACCEPTED,
+            MessageStatus.DELIVERED,
+        ):
             self.fall_back(s, m, "urgent notice not read in time: SMS as well")
             self.uow.save_message(s, m)
+
+
+def _attempt_status(m: Message) -> MessageStatus | None:
+    """The current attempt's own status (timers concern one attempt; the
+    message's status is the best of all its attempts)."""
+    return None if m.current is None else m.current.status
