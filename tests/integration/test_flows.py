@@ -22,7 +22,7 @@ from tsuchi import (
 )
 from tsuchi.domain.deadline import deadline_id
 from tsuchi.domain.message import gateway_reference, parse_gateway_reference
-from tsuchi.domain.values import Channel, MessageStatus
+from tsuchi.domain.values import Channel
 from tsuchi.flows import DeadlineSpec
 from tsuchi.infrastructure.tables import timers
 from tsuchi.infrastructure.webhooks import sign
