@@ -462,6 +462,14 @@ class Engine:
         marker.  Returns how many pending messages were cancelled."""
         return self.services.privacy.erase(account_id, requested_by)
 
+    def compact_storage(self) -> bool:
+        """Push destroyed key material out of the database's old page images
+        now (SQLite: checkpoint and truncate the WAL; PostgreSQL: vacuum the
+        tables erasure writes).  ``erase_account`` does this already; this
+        returns whether it could complete (False on SQLite while another
+        connection holds a read transaction: try again once it ends)."""
+        return self.services.privacy.compact()
+
     def rotate_subject_key(self, account_id: UUID) -> int:
         """Give a customer a new data key for new writes; returns its version."""
         return self.services.privacy.rotate_subject_key(account_id)

@@ -137,3 +137,53 @@ def test_subject_access_report_erasure_and_key_rotation(tmp_path: Path) -> None:
     assert run("accounts", "report", cwd=tmp_path, check=False).returncode == 2
     db_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("tsuchi.db*"))
     assert account.name.encode() not in db_bytes
+
+
+def _two_tenants_sharing_a_ref(tmp_path: Path) -> list[str]:
+    from tsuchi import Engine, Settings
+
+    url = f"sqlite:///{tmp_path / 'tsuchi.db'}"
+    with Engine(Settings(database_url=url, create_keys=True)) as e:
+        return [
+            str(e.register_account("acme", "SHARED-1", "090-1111-2222", "山田太郎")),
+            str(e.register_account("beta", "SHARED-1", "090-3333-4444", "佐藤花子")),
+        ]
+
+
+def test_erasure_names_its_tenant_refuses_ambiguity_and_dry_runs(tmp_path: Path) -> None:
+    acme, beta = _two_tenants_sharing_a_ref(tmp_path)
+    erase = ("accounts", "erase", "--customer-ref", "SHARED-1", "--requested-by", "dpo")
+    ambiguous = run(*erase, cwd=tmp_path, check=False)
+    assert ambiguous.returncode == 1 and "--tenant" in ambiguous.stderr
+    assert "acme, beta" in ambiguous.stderr and "Nothing was erased" in ambiguous.stderr
+    dry = run(*erase, "--tenant", "beta", "--dry-run", cwd=tmp_path)
+    assert f"would erase account {beta} (tenant beta)" in dry.stdout
+    both = run("accounts", "report", "--customer-ref", "SHARED-1", cwd=tmp_path).stdout
+    assert "山田太郎" in both and "佐藤花子" in both  # the dry run changed nothing
+    done = run(*erase, "--tenant", "beta", cwd=tmp_path)
+    assert f"erased account {beta}" in done.stdout and acme not in done.stdout
+    left = run("accounts", "report", "--customer-ref", "SHARED-1", cwd=tmp_path).stdout
+    assert "山田太郎" in left and "佐藤花子" not in left
+
+
+def test_exports_are_owner_only_and_never_follow_links_or_widen(tmp_path: Path) -> None:
+    _two_tenants_sharing_a_ref(tmp_path)
+    report = ("accounts", "report", "--customer-ref", "SHARED-1", "--tenant", "acme")
+    sar = tmp_path / "sar.txt"
+    run(*report, "--out", str(sar), cwd=tmp_path)
+    assert stat.S_IMODE(sar.stat().st_mode) == 0o600 and "山田太郎" in sar.read_text()
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    (tmp_path / "link.txt").symlink_to(target)
+    linked = run(*report, "--out", str(tmp_path / "link.txt"), cwd=tmp_path, check=False)
+    assert linked.returncode == 1 and "symbolic link" in linked.stderr
+    assert target.read_text() == ""
+    wide = tmp_path / "wide.csv"
+    wide.write_text("")
+    wide.chmod(0o644)
+    refused = run("consents", "export", "--out", str(wide), cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and "wider than 0600" in refused.stderr
+    assert wide.read_text() == ""
+    register = tmp_path / "register.csv"
+    run("consents", "export", "--out", str(register), cwd=tmp_path)
+    assert stat.S_IMODE(register.stat().st_mode) == 0o600

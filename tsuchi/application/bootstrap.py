@@ -64,8 +64,14 @@ def default_gateway(settings: Settings, clock: Clock) -> Gateway:
     return SimulatedCarrierNetwork(seed=settings.simulator_seed, clock=clock)
 
 
+def _first_key_file(settings: Settings) -> str:
+    # With an injected KEK the key directory holds only the index and signing
+    # keys: a kek.key beside it would be a second, unused KEK on disk.
+    return "kek.key" if settings.kek is None else "index.key"
+
+
 def keys_present(settings: Settings) -> bool:
-    return (settings.resolved_keys_dir() / "kek.key").exists()
+    return (settings.resolved_keys_dir() / _first_key_file(settings)).exists()
 
 
 def _kek_override(settings: Settings) -> bytes | None:
@@ -79,7 +85,8 @@ def _kek_override(settings: Settings) -> bytes | None:
 
 def load_keyring(settings: Settings, url: str | None, probe: DatabaseEngine | None) -> KeyRing:
     directory = settings.resolved_keys_dir()
-    if not (directory / "kek.key").exists():
+    override = _kek_override(settings)
+    if not keys_present(settings):
         if database_kek_id(url, probe) is not None:
             raise KeyMaterialError(
                 f"no key files in {directory}, but this database holds encrypted personal "
@@ -91,13 +98,13 @@ def load_keyring(settings: Settings, url: str | None, probe: DatabaseEngine | No
                 f"no key files in {directory}; create them with `tsuchi keys init "
                 f"--keys {directory}`"
             )
-        init_keys(directory, only_missing=True)
+        init_keys(directory, only_missing=True, with_kek=override is None)
         log.info("created new key files in %s", directory)
     staged = staged_kek(directory)
     if staged is not None and database_kek_id(url, probe) == staged.key_id:
         promote_staged_kek(directory)  # finish a rotation interrupted after its commit
         log.warning("completed an interrupted KEK rotation in %s", directory)
-    return load_keys(directory, _kek_override(settings))
+    return load_keys(directory, override)
 
 
 @dataclass(frozen=True)

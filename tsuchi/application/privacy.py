@@ -79,9 +79,17 @@ class Privacy:
 
         cancelled = self.uow.run(run)
         self.uow.forget_subject(account_id)  # no decrypted state of the customer stays in memory
-        store.compact_after_erasure()
+        if not self.compact():
+            log.warning(
+                "account %s erased; storage compaction incomplete (see compact_storage)",
+                account_id,
+            )
         log.info("account %s erased; %d pending messages cancelled", account_id, cancelled)
         return cancelled
+
+    def compact(self) -> bool:
+        """Push erased key material out of old page images; whether it completed."""
+        return self.ctx.store.compact_after_erasure()
 
     def rotate_subject_key(self, account_id: UUID) -> int:
         def run(s: Session) -> int:

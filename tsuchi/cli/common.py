@@ -16,8 +16,9 @@ from rich.console import Console
 
 from tsuchi.errors import TsuchiError
 
-console = Console()
-err = Console(stderr=True)
+# Messages are never hard-wrapped: scripts and logs read them as one line.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[
     str,

@@ -16,6 +16,7 @@ import typer
 
 from tsuchi.cli.common import DbOpt, KeysOpt, console, err, fail, load_settings
 from tsuchi.errors import TsuchiError
+from tsuchi.infrastructure.private_files import write_private
 
 report_app = typer.Typer(help="Reports over the read models.", no_args_is_help=True)
 projections_app = typer.Typer(help="Read models built from the event log.", no_args_is_help=True)
@@ -70,7 +71,10 @@ def report_deliveries(
     except TsuchiError as e:
         raise fail(e) from None
     if out:
-        out.write_text(body, encoding="utf-8")
+        try:
+            write_private(out, body)
+        except TsuchiError as e:
+            raise fail(e) from None
         console.print(f"wrote {out}")
     else:
         sys.stdout.write(body)

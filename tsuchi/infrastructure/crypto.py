@@ -109,11 +109,14 @@ def _read_secret(path: Path, size: int) -> bytes:
     return data
 
 
-def init_keys(directory: Path, *, only_missing: bool = False) -> list[Path]:
+def init_keys(
+    directory: Path, *, only_missing: bool = False, with_kek: bool = True
+) -> list[Path]:
     """Create new key files (mode 0600) in ``directory`` (mode 0700).
 
     Refuses to overwrite an existing key unless ``only_missing`` (then it
-    creates just the absent ones).  Returns the files written.
+    creates just the absent ones).  ``with_kek=False`` writes no ``kek.key``
+    (the KEK is injected).  Returns the files written.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -123,6 +126,8 @@ def init_keys(directory: Path, *, only_missing: bool = False) -> list[Path]:
         SIGNING_FILE: lambda: Ed25519PrivateKey.generate().private_bytes_raw(),
     }
     written = []
+    if not with_kek:
+        del wanted[KEK_FILE]
     for name, make in wanted.items():
         path = directory / name
         if path.exists():
@@ -134,7 +139,25 @@ def init_keys(directory: Path, *, only_missing: bool = False) -> list[Path]:
     return written
 
 
+def check_key_directory(directory: Path) -> None:
+    """Refuse a key directory that group or others may enter or change (one
+    who can write it can swap a key file); like key files, it is 0700."""
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        raise KeyMaterialError(f"key directory missing: {directory}") from None
+    if not stat.S_ISDIR(mode):
+        raise KeyMaterialError(f"key directory {directory} is not a directory")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyMaterialError(
+            f"key directory {directory} is open to group or others; chmod 700 it"
+        )
+
+
 def load_keys(directory: Path, kek_override: bytes | None = None) -> KeyRing:
+    """The key ring from ``directory``; ``kek_override`` (an injected KEK, as
+    from ``TSUCHI_KEK``) stands for ``kek.key``, which then need not exist."""
+    check_key_directory(directory)
     kek = kek_override if kek_override is not None else _read_secret(directory / KEK_FILE, 32)
     return KeyRing(
         kek=LocalKMS(kek),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ from tsuchi.errors import KeyMaterialError, SchemaTooNew
 from tsuchi.infrastructure.crypto import DataKeyStore, KeyRing
 from tsuchi.infrastructure.mapper import DateAsISO, PersonalDataMapper, SealedAsDict
 from tsuchi.infrastructure.recorder import CoreApplicationRecorder
-from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, meta, metadata
+from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, lookup, meta, metadata, outbox
 
 log = logging.getLogger("tsuchi.store")
 
@@ -73,6 +74,8 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+# Tables an erasure deletes rows from; their dead tuples are vacuumed after it.
+ERASURE_TABLES = (data_keys.name, lookup.name, outbox.name)
 DDL_LOCK_KEY = 0x7473_7563_6869  # "tsuchi": serialises schema creation across processes
 
 
@@ -301,20 +304,42 @@ class AggregateStore(Application[UUID]):
                 )
         return found
 
-    def compact_after_erasure(self) -> None:
+    def compact_after_erasure(self, attempts: int = 5) -> bool:
         """Push destroyed key material out of places the database keeps old
         page images: SQLite's WAL (checkpoint and truncate; ``secure_delete``
         zeroes the freed bytes in the main file) and PostgreSQL's dead tuples
-        (VACUUM of the key table)."""
+        (VACUUM of every table an erasure writes: data keys, blind index,
+        outbox).  Returns whether it completed: a SQLite checkpoint cannot
+        finish while another connection reads an older snapshot, so it is
+        retried ``attempts`` times (0.2 s apart) and then reported, never
+        assumed.  PostgreSQL's WAL segments are outside any SQL command's
+        reach; docs/compliance.md states that remnant window."""
         if self.datastore.scoped_session is not None:
-            return  # the host owns the session; it may not be committed yet
+            return False  # the host owns the session; it may not be committed yet
         engine = self.engine
         try:
             if engine.dialect.name == "sqlite":
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            elif engine.dialect.name == "postgresql":
+                for attempt in range(attempts):
+                    with engine.connect() as conn:
+                        # The checkpoint waits on the busy handler; not for 10 s here.
+                        conn.exec_driver_sql("PRAGMA busy_timeout=200")
+                        try:
+                            busy, _, _ = conn.exec_driver_sql(
+                                "PRAGMA wal_checkpoint(TRUNCATE)"
+                            ).one()
+                        finally:
+                            conn.exec_driver_sql("PRAGMA busy_timeout=10000")
+                    if not busy:
+                        return True
+                    if attempt + 1 < attempts:
+                        time.sleep(0.2)
+                log.warning("post-erasure checkpoint blocked by a reader; WAL not truncated")
+                return False
+            if engine.dialect.name == "postgresql":
                 with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    conn.exec_driver_sql("VACUUM tsuchi_data_keys")
+                    for table in ERASURE_TABLES:
+                        conn.exec_driver_sql(f"VACUUM {table}")
+                return True
         except Exception as e:  # compaction is best effort; the keys are already gone
             log.warning("post-erasure compaction failed: %s", type(e).__name__)
+        return False
