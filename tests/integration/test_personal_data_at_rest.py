@@ -17,7 +17,7 @@ from tsuchi.demo import run_demo
 from tsuchi.domain.mobile import national_form
 from tsuchi.infrastructure.tables import lookup
 
-from .world import build
+from .world import build, count_events
 
 
 def database_bytes(engine: Engine, db_url: str) -> bytes:
@@ -133,3 +133,29 @@ def test_blind_index_holds_no_plaintext(engine: Engine) -> None:
     with engine.store.session(commit=False) as s:
         digests = [r.digest for r in s.execute(lookup.select())]
     assert digests and all(len(d) == 64 and "9011112222" not in d for d in digests)
+
+
+def test_fraud_alert_text_is_encrypted_and_card_numbers_refused(
+    engine: Engine, db_url: str
+) -> None:
+    w = build(engine)
+    customer = w.accounts[0]
+    at = engine.now()
+    before = count_events(engine)
+    for field, kw in (
+        ("merchant", {"merchant": "送金 4111 1111 1111 1111"}),
+        ("alert_ref", {"merchant": "店", "alert_ref": "tx-4111111111111111"}),
+        ("merchant", {"merchant": "店\x1b[2J"}),
+    ):
+        with pytest.raises(errors.InvalidInput) as info:
+            engine.raise_fraud_alert(w.sender, customer, "1234", amount=900, at=at, **kw)  # type: ignore[arg-type]
+        assert info.value.field == field and "4111" not in str(info.value)
+    assert count_events(engine) == before
+    merchant, ref = "振込先ヤマモトジロウ", "tx-0901234999"
+    case = engine.raise_fraud_alert(w.sender, customer, "1234", merchant, 900, at, alert_ref=ref)
+    assert engine.raise_fraud_alert(w.sender, customer, "1234", merchant, 900, at, ref) == case
+    raw = database_bytes(engine, db_url)
+    assert merchant.encode() not in raw and ref.encode() not in raw
+    engine.erase_account(customer, requested_by="dpo")
+    engine.drop_caches()
+    assert engine.fraud_case(case)["state"] == "open"  # still loads, its texts unreadable

@@ -14,6 +14,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from tsuchi.domain.personal import Personal
+
 FRAUD_NAMESPACE = uuid5(NAMESPACE_URL, "https://tsuchi.example/fraud")
 
 
@@ -23,17 +25,22 @@ def fraud_case_id(sender_id: UUID, alert_ref: str) -> UUID:
 
 class FraudCase(Aggregate):
     @staticmethod
-    def create_id(sender_id: UUID, alert_ref: str, **_: Any) -> UUID:
-        return fraud_case_id(sender_id, alert_ref)
+    def create_id(sender_id: UUID, alert_ref: str | Personal, **_: Any) -> UUID:
+        ref = alert_ref.reveal() if isinstance(alert_ref, Personal) else alert_ref
+        return fraud_case_id(sender_id, ref)
 
+    # ``alert_ref`` and ``merchant`` are the host's free text (a merchant may be
+    # a person, a reference may carry a number): personal data of the
+    # customer, encrypted and erased with them.  Cases opened before that
+    # carry plain strings.
     @event("Opened")
     def __init__(
         self,
         sender_id: UUID,
-        alert_ref: str,
+        alert_ref: str | Personal,
         account_id: UUID,
         card_last4: str,
-        merchant: str,
+        merchant: str | Personal,
         amount: int,
         occurred_at: datetime,
         at: datetime,

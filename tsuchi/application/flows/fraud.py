@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from tsuchi.application import validation as v
 from tsuchi.application.accounts import Accounts
 from tsuchi.application.context import Context
 from tsuchi.application.notices import Notices
@@ -21,6 +22,8 @@ from tsuchi.application.templates import Templates
 from tsuchi.application.unit_of_work import UnitOfWork
 from tsuchi.domain.fraud import FraudCase, fraud_case_id
 from tsuchi.domain.message import Message
+from tsuchi.domain.pci import check_no_card_number
+from tsuchi.domain.personal import Personal
 from tsuchi.errors import InvalidInput, UnknownFraudCase
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import timers as timers_table
@@ -69,6 +72,11 @@ class Fraud:
             raise InvalidInput("amount", "a non-negative integer (yen)")
         if not isinstance(merchant, str) or not merchant.strip() or len(merchant) > 100:
             raise InvalidInput("merchant", "1 to 100 characters")
+        v.text(merchant, "merchant", 100)
+        check_no_card_number(merchant, "merchant")
+        if alert_ref is not None:
+            v.text(alert_ref, "alert_ref", 200)
+            check_no_card_number(alert_ref, "alert_ref")
         ref = alert_ref or f"{account_id.hex}:{card_last4}:{at.isoformat()}:{amount}"
         cid = fraud_case_id(sender_id, ref)
         settings = self.ctx.settings
@@ -81,10 +89,10 @@ class Fraud:
             if case is None:
                 case = FraudCase(
                     sender_id=sender_id,
-                    alert_ref=ref,
+                    alert_ref=Personal(account_id, ref),
                     account_id=account_id,
                     card_last4=card_last4,
-                    merchant=merchant,
+                    merchant=Personal(account_id, merchant),
                     amount=amount,
                     occurred_at=at,
                     at=self.ctx.now(),
