@@ -19,10 +19,13 @@ of registration below is the order ``tsuchi --help`` lists the commands in.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tsuchi.cli.audit import audit_app
+from tsuchi.cli.common import console, err, mask_url
 from tsuchi.cli.demo import demo
 from tsuchi.cli.keys import keys_app
 from tsuchi.cli.privacy import accounts_app, consents_app
@@ -33,9 +36,36 @@ from tsuchi.cli.sms import sms_app
 app = typer.Typer(
     help="tsuchi: event-sourced +Message / SMS notification engine.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
 )
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"tsuchi {version('tsuchi')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an unexpected failure.")
+    ] = False,
+) -> None:
+    """tsuchi: event-sourced +Message / SMS notification engine."""
+    global _debug
+    _debug = debug
 
 app.command()(demo)
 app.command()(worker)
@@ -50,8 +80,18 @@ app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:
+    """Run the command line.  An unexpected failure is one line on stderr and
+    exit 1 (its traceback only with ``--debug``): a traceback can be long,
+    and can quote settings such as a database URL with its password."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        app()
+    except Exception as e:
+        if _debug:
+            raise
+        err.print(f"error: {type(e).__name__}: {escape(mask_url(str(e)).splitlines()[0][:300])}")
+        err.print("(run with --debug for the traceback)")
+        raise SystemExit(1) from None
 
 
 __all__ = ["app", "main"]

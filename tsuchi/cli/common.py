@@ -8,11 +8,13 @@ report a bad setting or a :class:`~tsuchi.errors.TsuchiError` the same way
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tsuchi.errors import TsuchiError
 
@@ -32,9 +34,17 @@ KeysOpt = Annotated[
 ]
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
 def fail(e: TsuchiError) -> typer.Exit:
     """Print ``e`` on stderr and return the exit (code 1) to raise."""
-    err.print(f"[bold red]error[/]: {type(e).__name__}: {e}")
+    err.print(f"[bold red]error[/]: {type(e).__name__}: {escape(mask_url(str(e)))}")
     return typer.Exit(1)
 
 

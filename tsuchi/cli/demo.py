@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tsuchi.cli.common import DbOpt, KeysOpt, console, fail, load_settings
+from tsuchi.cli.common import DbOpt, KeysOpt, console, fail, load_settings, mask_url
 from tsuchi.errors import TsuchiError
 
 
@@ -57,6 +57,6 @@ def demo(
     for row in result.summary:
         table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
-    console.print(f"database: [bold]{settings.database_url}[/]")
+    console.print(f"database: [bold]{mask_url(settings.database_url)}[/]")
     console.print(f"keys:     [bold]{settings.resolved_keys_dir()}[/]")
     console.print(f"took {time.perf_counter() - t0:.1f} s")

@@ -28,14 +28,19 @@ def report_deliveries(
     keys: KeysOpt = None,
     format: Annotated[str, typer.Option("--format", help="table, csv, json or html")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
-    since: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD, Japan).")] = None,
-    until: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD, Japan).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="First day, included (YYYY-MM-DD, Japan).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Day after the last, excluded (YYYY-MM-DD, Japan).")
+    ] = None,
 ) -> None:
     """Deliveries per day, sender, template, purpose, channel and carrier:
     requested, blocked and deferred (by reason), submitted, delivered, read,
     failed, fallback, expired, and delivery/read latency p50/p95.  The
-    projection catches up with the event log first."""
-    from datetime import date
+    projection catches up with the event log first.  Days run from --since
+    (included) to --until (excluded)."""
+    from datetime import date, timedelta
 
     from tsuchi.engine import Engine
     from tsuchi.reporting import render_csv, render_json, render_table
@@ -46,10 +51,14 @@ def report_deliveries(
         raise typer.Exit(2)
     try:
         first = date.fromisoformat(since) if since else None
-        last = date.fromisoformat(until) if until else None
+        # Half-open like every range in the CLI: --until is the first day left out.
+        last = date.fromisoformat(until) - timedelta(days=1) if until else None
     except ValueError:
         err.print("error: --since/--until must be YYYY-MM-DD")
         raise typer.Exit(2) from None
+    if first is not None and last is not None and last < first:
+        err.print(f"error: --until is excluded: the range from {since} to {until} holds no day")
+        raise typer.Exit(2)
     try:
         with Engine(load_settings(db, keys)) as engine:
             report = engine.delivery_report

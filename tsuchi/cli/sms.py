@@ -25,11 +25,20 @@ def sms_segments(
     file: Annotated[
         Path | None, typer.Option("--file", help="Measure each line of this file.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text.")] = False,
+    format: Annotated[
+        str, typer.Option("--format", help="text, or json (one object per text).")
+    ] = "text",
+    as_json: Annotated[
+        bool, typer.Option("--json", hidden=True, help="Same as --format json.")
+    ] = False,
 ) -> None:
     """Encoding (gsm7 or ucs2) and number of parts an SMS text costs."""
     from tsuchi.domain.channels import sms_cost
 
+    if format not in ("text", "json"):
+        err.print("error: --format must be text or json")
+        raise typer.Exit(2)
+    as_json = as_json or format == "json"
     if (text is None) == (file is None):
         err.print("error: give a TEXT or --file")
         raise typer.Exit(2)
@@ -37,7 +46,11 @@ def sms_segments(
         texts = [text]
     else:
         assert file is not None
-        texts = file.read_text(encoding="utf-8").splitlines()
+        try:
+            texts = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            err.print(f"error: --file {file}: cannot be read ({type(e).__name__})")
+            raise typer.Exit(1) from None
     for t in texts:
         cost = sms_cost(t)
         if as_json:
