@@ -316,7 +316,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "sms_report_ttl", "urgent_read_window", "fraud_escalate_after", "timer_lease", "pool_timeout"
+        "sms_report_ttl",
+        "urgent_read_window",
+        "fraud_escalate_after",
+        "timer_lease",
+        "pool_timeout",
     )
     @classmethod
     def _duration(cls, value: timedelta) -> timedelta:

@@ -4,9 +4,10 @@ Events (``tsuchi_events``), data keys, read models and the schema record live
 in the database one URL names, or on the host's own SQLAlchemy engine or
 scoped session.  The tables are created and checked by
 :func:`tsuchi.migrations.schema.ensure_current` before anything else runs: a
-database whose schema is not at this code's revision is refused.  ``eventsourcing-sqlalchemy`` keeps a unit of work per
-context, so everything written inside :meth:`AggregateStore.session` commits
-or rolls back together, including the host's own rows.
+database whose schema is not at this code's revision is refused.
+``eventsourcing-sqlalchemy`` keeps a unit of work per context, so everything
+written inside :meth:`AggregateStore.session` commits or rolls back together,
+including the host's own rows.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``tsuchi_meta`` records the schema version and the fingerprint of the KEK the
 data keys are wrapped with.  These definitions are what the code reads and
 writes; the tables themselves are created and changed only by the Alembic
-revisions in :mod:`tsuchi.migrations` (a test checks that both agree).  Read models hold no plaintext personal data:
-look-ups go through keyed blind indexes.
+revisions in :mod:`tsuchi.migrations` (a test checks that both agree).
+Read models hold no plaintext personal data: look-ups go through keyed blind
+indexes.
 """
 
 from __future__ import annotations

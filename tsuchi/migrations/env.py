@@ -17,7 +17,9 @@ from tsuchi.migrations.filters import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise ConfigurationError("tsuchi's revisions run through `tsuchi db upgrade`, not the alembic CLI")
+    raise ConfigurationError(
+        "tsuchi's revisions run through `tsuchi db upgrade`, not the alembic CLI"
+    )
 context.configure(
     connection=connection,
     target_metadata=None,

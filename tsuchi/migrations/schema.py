@@ -41,7 +41,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, make_url, pool, text
 from sqlalchemy import exc as sa_exc
 
 from tsuchi.errors import SchemaOutdated, SchemaTooNew, SchemaUnrecognised, TransientError
@@ -140,7 +140,9 @@ class SchemaStatus:
         if self.state is State.CURRENT:
             return f"schema is current (revision {self.head})"
         if self.state is State.EMPTY:
-            return f"database holds no tsuchi schema; `tsuchi db upgrade` creates revision {self.head}"
+            return (
+                f"database holds no tsuchi schema; `tsuchi db upgrade` creates revision {self.head}"
+            )
         if self.state is State.OUTDATED:
             return (
                 f"schema is at revision {self.revision}, this tsuchi needs {self.head}: "
@@ -300,8 +302,31 @@ def ensure_current(bind: Engine | Connection) -> None:
         raise _unavailable(e) from None
 
 
+def open_database(url: str) -> Engine:
+    """An engine for the ``tsuchi db`` commands (one connection, no pool kept).
+
+    A SQLite file that does not exist is not created here: :func:`current`
+    reports it empty without touching the path."""
+    args: dict[str, object] = {"timeout": 30} if url.startswith("sqlite") else {}
+    return create_engine(url, poolclass=pool.NullPool, connect_args=args)
+
+
+def _missing_sqlite_file(engine: Engine) -> bool:
+    url = make_url(str(engine.url))
+    db = url.database
+    return (
+        url.get_backend_name() == "sqlite"
+        and bool(db)
+        and db != ":memory:"
+        and not str(db).startswith("file:")
+        and not Path(str(db)).exists()
+    )
+
+
 def current(engine: Engine) -> SchemaStatus:
     """The schema state of ``engine``'s database (``tsuchi db current``/``check``)."""
+    if _missing_sqlite_file(engine):
+        return SchemaStatus(State.EMPTY, None, head(), "no database file")
     try:
         with engine.connect() as conn:
             return status(conn)
