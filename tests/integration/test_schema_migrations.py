@@ -200,6 +200,8 @@ def test_previous_release_database_is_refused_until_upgraded_and_keeps_its_data(
         "worker", "--db", db_url, "--keys", str(keys), "--max-seconds", "5", cwd=tmp_path
     )
     assert worker.returncode == 1 and "tsuchi db upgrade" in worker.stderr.replace("\n", " ")
+    serve = tsuchi("serve", "--db", db_url, "--keys", str(keys), "--port", "1", cwd=tmp_path)
+    assert serve.returncode == 1 and "SchemaOutdated" in serve.stderr
     check = tsuchi("db", "check", "--db", db_url, cwd=tmp_path)
     assert check.returncode == 1
     assert len(check.stderr.strip().splitlines()) == 1 and "tsuchi db upgrade" in check.stderr
@@ -333,3 +335,11 @@ def test_a_host_table_in_the_database_is_no_tsuchi_schema(db_url: str, tmp_path:
     with open_engine(db_url, tmp_path / "keys", create_keys=True):
         pass
     assert schema_status(db_url).state is tsuchi_schema.State.CURRENT
+
+
+def test_db_commands_never_print_the_password(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://tsuchi:pw-0f9e8d7c@127.0.0.1:1/nowhere"
+    for sub in ("check", "current", "upgrade"):
+        proc = tsuchi("db", sub, "--db", url, cwd=tmp_path)
+        assert proc.returncode == 1 and "TransientError" in proc.stderr
+        assert "pw-0f9e8d7c" not in proc.stdout + proc.stderr
