@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy_utils.types.uuid import UUIDType
 
 from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork, errors
+from tsuchi.infrastructure.crypto import init_keys
 from tsuchi.infrastructure.tables import metadata as tsuchi_metadata
 from tsuchi.migrations import include_name, include_object
 from tsuchi.migrations import schema as tsuchi_schema
@@ -343,3 +345,69 @@ def test_db_commands_never_print_the_password(tmp_path: Path) -> None:
         proc = tsuchi("db", sub, "--db", url, cwd=tmp_path)
         assert proc.returncode == 1 and "TransientError" in proc.stderr
         assert "pw-0f9e8d7c" not in proc.stdout + proc.stderr
+
+
+def test_engines_starting_together_on_an_empty_database_create_it_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    if db_url.startswith("sqlite"):
+        # The event store switches a new SQLite file to WAL on its first
+        # transaction, outside the schema lock, and engines doing that at the
+        # same moment can find the file busy: the file starts in WAL here, so
+        # what runs together is the schema creation alone.
+        wal = create_engine(db_url)
+        with wal.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+        wal.dispose()
+    results: list[object] = []
+    start = threading.Barrier(4)
+
+    def first_start() -> None:
+        start.wait()
+        try:
+            with open_engine(db_url, keys):
+                results.append("ok")
+        except Exception as e:  # the test reports which
+            results.append(e)
+
+    threads = [threading.Thread(target=first_start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["ok"] * 4
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM tsuchi_alembic_version")).all() == [
+            (HEAD,)
+        ]
+        stamps = conn.execute(text("SELECT value FROM tsuchi_meta WHERE key = 'schema_version'"))
+        assert stamps.all() == [("2",)]
+    engine.dispose()
+
+
+def test_an_interrupted_upgrade_leaves_the_database_as_it_was(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_previous_release_database(db_url)
+    real_upgrade = tsuchi_schema.command.upgrade
+
+    def upgrade_then_fail(cfg: Any, revision: str) -> None:
+        real_upgrade(cfg, revision)  # every revision ran and was stamped ...
+        raise RuntimeError("the process died before its commit")  # ... then this
+
+    monkeypatch.setattr(tsuchi_schema.command, "upgrade", upgrade_then_fail)
+    engine = create_engine(db_url)
+    with pytest.raises(RuntimeError):
+        tsuchi_schema.upgrade(engine)
+    engine.dispose()
+    assert schema_status(db_url).state is tsuchi_schema.State.PREVIOUS_RELEASE
+    assert "tsuchi_alembic_version" not in table_names(db_url)
+    monkeypatch.undo()
+    engine = create_engine(db_url)
+    before, after = tsuchi_schema.upgrade(engine)
+    engine.dispose()
+    assert before.state is tsuchi_schema.State.PREVIOUS_RELEASE
+    assert after.state is tsuchi_schema.State.CURRENT

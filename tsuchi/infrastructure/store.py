@@ -67,6 +67,20 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def _insert_absent(s: Session, key: str, value: str) -> Any:
+    """``INSERT`` of a ``tsuchi_meta`` row that does nothing if the key exists."""
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(meta).values(key=key, value=value).on_conflict_do_nothing()
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(meta).values(key=key, value=value).on_conflict_do_nothing()
+    return insert(meta).values(key=key, value=value)
+
+
 class FairLock:
     """A first-come, first-served lock with ``Semaphore``'s acquire/release.
 
@@ -258,8 +272,11 @@ class AggregateStore(Application[UUID]):
                 has_keys = s.execute(select(data_keys.c.subject_id).limit(1)).first()
                 if has_keys is not None and not allow_new:
                     raise KeyMaterialError("database holds data keys but records no KEK id")
-                s.execute(insert(meta).values(key="kek_id", value=kek_id))
-            elif known != kek_id:
+                # Engines starting together on a new database race here: the
+                # first record wins, and the others are checked against it.
+                s.execute(_insert_absent(s, "kek_id", kek_id))
+                known = s.execute(select(meta.c.value).where(meta.c.key == "kek_id")).scalar()
+            if known != kek_id:
                 raise KeyMaterialError(
                     f"the KEK (id {kek_id}) is not the one this database's data keys are "
                     f"wrapped with (id {known}); refusing to start"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,11 +263,15 @@ def _lock(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_ALEMBIC = threading.Lock()  # alembic's `context` and `op` are process-wide proxies
+
+
 def _run_to_head(connection: Connection, st: SchemaStatus) -> None:
     cfg = _config(connection)
-    if st.state is State.PREVIOUS_RELEASE:
-        command.stamp(cfg, BASELINE)
-    command.upgrade(cfg, "head")
+    with _ALEMBIC:
+        if st.state is State.PREVIOUS_RELEASE:
+            command.stamp(cfg, BASELINE)
+        command.upgrade(cfg, "head")
 
 
 def ensure_current(bind: Engine | Connection) -> None:
@@ -279,7 +284,13 @@ def ensure_current(bind: Engine | Connection) -> None:
         if isinstance(bind, Connection):
             st = status(bind)
             if st.state is State.EMPTY:
-                _run_to_head(bind, st)
+                if bind.dialect.name == "postgresql":  # SQLite: the host's transaction is open
+                    _lock(bind)
+                    st = status(bind)
+                if st.state is State.EMPTY:
+                    _run_to_head(bind, st)
+                elif st.state is not State.CURRENT:
+                    raise st.error()
             elif st.state is not State.CURRENT:
                 raise st.error()
             return
