@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ from sqlalchemy import exc as sa_exc
 
 from tsuchi.errors import SchemaOutdated, SchemaTooNew, SchemaUnrecognised, TransientError
 from tsuchi.migrations.filters import VERSION_TABLE
+
+log = logging.getLogger("tsuchi.schema")
 
 SCRIPTS = Path(__file__).resolve().parent
 BASELINE = "0001"
@@ -306,6 +309,7 @@ def ensure_current(bind: Engine | Connection) -> None:
             st = status(conn)  # another process may have created it meanwhile
             if st.state is State.EMPTY:
                 _run_to_head(conn, st)
+                log.info("created the schema of an empty database (revision %s)", st.head)
             elif st.state is not State.CURRENT:
                 raise st.error()
             conn.commit()
