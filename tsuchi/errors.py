@@ -27,8 +27,11 @@ never the value that broke it.
     │   ├── AccountClosed
     │   └── FourEyesViolation
     ├── ConfigurationError           the engine cannot start safely
-    │   ├── UnsupportedDatabaseURL
-    │   ├── SchemaTooNew
+    │   ├── InvalidSetting           a setting (or TSUCHI_* variable) refused at construction
+    │   │   └── UnsupportedDatabaseURL
+    │   ├── SchemaTooNew             a schema revision newer than this code
+    │   ├── SchemaOutdated           an older schema: run `tsuchi db upgrade`
+    │   ├── SchemaUnrecognised       tsuchi tables of no known schema: never adopted
     │   └── KeyMaterialError         missing, wrong or unsafe key material
     ├── PersonalDataError
     │   ├── CiphertextRejected       tampered or moved ciphertext
@@ -173,13 +176,48 @@ class ConfigurationError(TsuchiError):
     """The engine cannot start safely with this configuration."""
 
 
-class UnsupportedDatabaseURL(ConfigurationError, InvalidInput):
-    def __init__(self, rule: str) -> None:
-        InvalidInput.__init__(self, "database_url", rule)
+class InvalidSetting(ConfigurationError, InvalidInput):
+    """``Settings(...)`` refused a setting: ``field`` names the first setting
+    and ``rule`` what it broke; ``problems`` lists every ``(setting, rule)``.
+    The refused value is never included (it may be a secret)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = list(problems) or [("settings", "invalid")]
+        field, rule = self.problems[0]
+        InvalidInput.__init__(self, field, rule)
+        self.args = ("; ".join(self.lines()),)
+
+    def lines(self) -> list[str]:
+        """One line per refused setting, for an operator."""
+        return [_setting_problem(f, r) for f, r in self.problems]
+
+
+def _setting_problem(setting: str, rule: str) -> str:
+    """``setting quiet_hours_window (TSUCHI_QUIET_HOURS_WINDOW): rule``, or
+    ``environment variable TSUCHI_X: rule`` for a variable that is no setting."""
+    if setting.upper().startswith("TSUCHI_"):
+        return f"environment variable {setting}: {rule}"
+    return f"setting {setting} (TSUCHI_{setting.split('.')[0].upper()}): {rule}"
+
+
+class UnsupportedDatabaseURL(InvalidSetting):
+    """``database_url`` names no database tsuchi supports (``rule`` says which)."""
+
+    def __init__(self, rule: str, others: list[tuple[str, str]] | None = None) -> None:
+        super().__init__([("database_url", rule), *(others or [])])
 
 
 class SchemaTooNew(ConfigurationError):
     """The database was written by a newer tsuchi than this one."""
+
+
+class SchemaOutdated(ConfigurationError):
+    """The database's schema is older than this tsuchi needs: run ``tsuchi db upgrade``."""
+
+
+class SchemaUnrecognised(ConfigurationError):
+    """The database holds tsuchi tables that match no schema revision; it is
+    refused, never stamped as current."""
 
 
 class KeyMaterialError(ConfigurationError):
@@ -281,13 +319,16 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "InvalidMobileNumber",
+    "InvalidSetting",
     "InvalidVariables",
     "KeyMaterialError",
     "NotFound",
     "PersonalDataError",
     "ProjectionError",
     "RuleViolation",
+    "SchemaOutdated",
     "SchemaTooNew",
+    "SchemaUnrecognised",
     "SenderNotActive",
     "TemplateNotApproved",
     "TransientError",

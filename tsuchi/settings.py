@@ -8,22 +8,48 @@ Where the keys are (in this order):
 
 ``TSUCHI_KEK`` (base64 of 32 bytes) may supply the KEK instead of the key
 file, for hosts that inject secrets through the environment.
+
+Every setting is checked when ``Settings(...)`` is built, not when first used:
+sending windows, time zones, durations, URLs and pool sizes; a ``TSUCHI_*``
+environment variable that names no setting (a typo such as
+``TSUCHI_GATEWAY_URL``) is refused too, except the few listed in
+:data:`NOT_SETTINGS` that tsuchi's tests and benchmarks read.  A refusal is
+one :class:`~tsuchi.errors.InvalidSetting` naming every setting and rule, and
+never the value.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, IPvAnyNetwork
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, IPvAnyNetwork, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from tsuchi.errors import UnsupportedDatabaseURL
+from tsuchi.errors import InvalidSetting, UnsupportedDatabaseURL
 
 SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+ENV_PREFIX = "TSUCHI_"
+NOT_SETTINGS = frozenset(
+    {
+        "TSUCHI_TEST_DATABASE_URL",  # the test suite's PostgreSQL
+        "TSUCHI_BENCH_DATABASE_URL",  # the benchmarks' PostgreSQL
+        "TSUCHI_SOAK_SECONDS",  # the soak test's length
+        "TSUCHI_LONG_TESTS",  # the long property tests
+    }
+)
+"""``TSUCHI_*`` variables that are not settings and are let through."""
+
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def normalise_database_url(url: str) -> str:
@@ -51,8 +77,57 @@ def _ttl() -> dict[str, timedelta]:
     return {"urgent": timedelta(minutes=10), "normal": timedelta(hours=24)}
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``TSUCHI_*`` names in ``environ`` that are neither a setting nor in
+    :data:`NOT_SETTINGS` (names are matched case-insensitively, as pydantic does)."""
+    fields = set(Settings.model_fields)
+    allowed = {n.upper() for n in NOT_SETTINGS}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in allowed
+        and name[len(ENV_PREFIX) :].lower() not in fields
+    )
+
+
+def _problems(e: ValidationError) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for problem in e.errors():
+        where = ".".join(str(x) for x in problem["loc"]) or "settings"
+        rule = str(problem["msg"]).removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            rule = "is not a setting"
+        found.append((where, rule))
+    return found
+
+
+def _positive(value: timedelta, what: str = "") -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"{what}must be a positive duration")
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSUCHI_", extra="forbid")
+
+    def __init__(self, **values: Any) -> None:
+        """Build and check every setting; raise :class:`~tsuchi.errors.InvalidSetting`."""
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            raise InvalidSetting([(name, "is not a setting of tsuchi") for name in unknown])
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            problems = _problems(e)
+            url = [rule for where, rule in problems if where == "database_url"]
+            if url:
+                others = [p for p in problems if p[0] != "database_url"]
+                raise UnsupportedDatabaseURL(url[0], others) from None
+            raise InvalidSetting(problems) from None
+        except SettingsError as e:  # a variable that does not parse (JSON of a list, ...)
+            m = re.search(r'field "([a-z_]+)"', str(e))
+            raise InvalidSetting([(m[1] if m else "settings", "cannot be parsed")]) from None
 
     database_url: str = "sqlite:///tsuchi.db"
     keys_dir: Path | None = None
@@ -103,7 +178,9 @@ class Settings(BaseSettings):
     opt_out_keywords: tuple[str, ...] = ("STOP", "停止", "配信停止")
     opt_out_confirmation_template: str = "opt_out_confirmation"
     reminder_time: str = Field(default="10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    reminder_time_zone: str = "Asia/Tokyo"
+    reminder_time_zone: str = Field(
+        default="Asia/Tokyo", description="IANA time zone deadline reminders are timed in."
+    )
     timer_lease: timedelta = Field(
         default=timedelta(minutes=2),
         description="A claimed timer or outbox row whose worker vanished is retried after this.",
@@ -120,6 +197,25 @@ class Settings(BaseSettings):
         description=(
             "SQLite: FULL syncs the WAL at each commit, so an acknowledged notice survives a "
             "power loss; NORMAL is faster but can lose the last commits (never corrupts)."
+        ),
+    )
+    pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="PostgreSQL: connections kept open per engine.",
+    )
+    max_overflow: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="PostgreSQL: connections opened beyond pool_size under load, then closed.",
+    )
+    pool_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        description=(
+            "PostgreSQL: how long a unit of work waits for a free connection before it "
+            "fails as a retryable error."
         ),
     )
     db_lock_timeout_ms: int = Field(
@@ -167,6 +263,68 @@ class Settings(BaseSettings):
         default_factory=lambda: FrequencyCap(),
         description="Default marketing frequency cap per account and sender.",
     )
+
+    # -- checks run at construction ------------------------------------------------
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            normalise_database_url(value)
+        except UnsupportedDatabaseURL as e:
+            raise ValueError(e.rule) from None
+        return value
+
+    @field_validator("cm_url")
+    @classmethod
+    def _cm_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if not parts.hostname or parts.scheme not in ("https", "http"):
+            raise ValueError("must be an https:// URL")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            raise ValueError("must be https:// (http:// only to a loopback address)")
+        return value
+
+    @field_validator("quiet_hours_window")
+    @classmethod
+    def _window(cls, value: tuple[str, str]) -> tuple[str, str]:
+        for part in value:
+            if not _HHMM.fullmatch(part):
+                raise ValueError("each end must be HH:MM (24-hour)")
+        if value[0] == value[1]:
+            raise ValueError("the sending window must not be empty")
+        return value
+
+    @field_validator("reminder_time_zone", "cm_report_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone (e.g. Asia/Tokyo)") from None
+        return value
+
+    @field_validator("delivery_ttl")
+    @classmethod
+    def _delivery_ttl(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
+        expected = set(_ttl())
+        if set(value) != expected:
+            raise ValueError(f"must give exactly {' and '.join(sorted(expected))}")
+        for urgency, ttl in value.items():
+            _positive(ttl, f"{urgency}: ")
+        return value
+
+    @field_validator(
+        "sms_report_ttl",
+        "urgent_read_window",
+        "fraud_escalate_after",
+        "timer_lease",
+        "pool_timeout",
+    )
+    @classmethod
+    def _duration(cls, value: timedelta) -> timedelta:
+        return _positive(value)
 
     def resolved_keys_dir(self) -> Path:
         if self.keys_dir is not None:

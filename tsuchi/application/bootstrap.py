@@ -146,6 +146,9 @@ def open_store(
             lock_timeout_ms=settings.db_lock_timeout_ms,
             sqlite_synchronous=settings.sqlite_synchronous,
             cache_ttl=settings.cache_ttl.total_seconds(),
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout.total_seconds(),
         )
     except OperationalError as e:
         raise TransientError(f"database unavailable: {type(e).__name__}") from None

@@ -11,7 +11,8 @@ module each, so a group can be read and changed on its own:
 :mod:`~tsuchi.cli.demo` (the demo scenario), :mod:`~tsuchi.cli.services`
 (``worker`` and ``serve``), :mod:`~tsuchi.cli.keys`, :mod:`~tsuchi.cli.reports`
 (``report`` and ``projections``), :mod:`~tsuchi.cli.privacy` (``accounts`` and
-``consents``), :mod:`~tsuchi.cli.sms` and :mod:`~tsuchi.cli.audit`; the options
+``consents``), :mod:`~tsuchi.cli.sms`, :mod:`~tsuchi.cli.audit` and
+:mod:`~tsuchi.cli.db` (the schema revision); the options
 and error handling they share live in :mod:`~tsuchi.cli.common`.  The order
 of registration below is the order ``tsuchi --help`` lists the commands in.
 """
@@ -26,6 +27,7 @@ from rich.markup import escape
 
 from tsuchi.cli.audit import audit_app
 from tsuchi.cli.common import console, err, mask_url
+from tsuchi.cli.db import db_app
 from tsuchi.cli.demo import demo
 from tsuchi.cli.keys import keys_app
 from tsuchi.cli.privacy import accounts_app, consents_app
@@ -77,6 +79,7 @@ app.add_typer(consents_app, name="consents")
 app.add_typer(projections_app, name="projections")
 app.add_typer(sms_app, name="sms")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -50,15 +50,13 @@ def fail(e: TsuchiError) -> typer.Exit:
 
 def load_settings(db: str, keys: Path | None, **extra: Any) -> Any:
     """The :class:`~tsuchi.settings.Settings` of a command; exit 2 on a bad setting."""
-    from pydantic import ValidationError
-
+    from tsuchi.errors import InvalidSetting
     from tsuchi.settings import Settings
 
     try:
         return Settings(database_url=db, keys_dir=keys, **extra)
-    except ValidationError as e:
-        # Name the setting and the rule; never echo the value (it may be a secret).
-        for problem in e.errors():
-            where = ".".join(str(x) for x in problem["loc"])
-            err.print(f"error: setting {where} (TSUCHI_{where.upper()}): {problem['msg']}")
+    except InvalidSetting as e:
+        # Names the setting and the rule; never the value (it may be a secret).
+        for line in e.lines():
+            err.print(f"error: {line}", markup=False, highlight=False)
         raise typer.Exit(2) from None

@@ -2,9 +2,12 @@
 
 Events (``tsuchi_events``), data keys, read models and the schema record live
 in the database one URL names, or on the host's own SQLAlchemy engine or
-scoped session.  ``eventsourcing-sqlalchemy`` keeps a unit of work per
-context, so everything written inside :meth:`AggregateStore.session` commits
-or rolls back together, including the host's own rows.
+scoped session.  The tables are created and checked by
+:func:`tsuchi.migrations.schema.ensure_current` before anything else runs: a
+database whose schema is not at this code's revision is refused.
+``eventsourcing-sqlalchemy`` keeps a unit of work per context, so everything
+written inside :meth:`AggregateStore.session` commits or rolls back together,
+including the host's own rows.
 """
 
 from __future__ import annotations
@@ -29,17 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, transactions
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
-from sqlalchemy import (
-    Engine,
-    MetaData,
-    Table,
-    create_engine,
-    event,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
@@ -47,7 +40,8 @@ from tsuchi.errors import KeyMaterialError, SchemaTooNew
 from tsuchi.infrastructure.crypto import DataKeyStore, KeyRing
 from tsuchi.infrastructure.mapper import DateAsISO, PersonalDataMapper, SealedAsDict
 from tsuchi.infrastructure.recorder import CoreApplicationRecorder
-from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, lookup, meta, metadata, outbox
+from tsuchi.infrastructure.tables import SCHEMA_VERSION, data_keys, lookup, meta, outbox
+from tsuchi.migrations.schema import ensure_current
 
 log = logging.getLogger("tsuchi.store")
 
@@ -76,21 +70,20 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
 
 # Tables an erasure deletes rows from; their dead tuples are vacuumed after it.
 ERASURE_TABLES = (data_keys.name, lookup.name, outbox.name)
-DDL_LOCK_KEY = 0x7473_7563_6869  # "tsuchi": serialises schema creation across processes
 
 
-def create_tables(engine: Engine, metadata_or_tables: MetaData | list[Table]) -> None:
-    """Create missing tables; on PostgreSQL under an advisory lock, so several
-    engine or worker processes starting at once on a fresh database do not
-    race each other's ``CREATE TABLE``."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK_KEY})
-        if isinstance(metadata_or_tables, MetaData):
-            metadata_or_tables.create_all(conn, checkfirst=True)
-        else:
-            for table in metadata_or_tables:
-                table.create(conn, checkfirst=True)
+def _insert_absent(s: Session, key: str, value: str) -> Any:
+    """``INSERT`` of a ``tsuchi_meta`` row that does nothing if the key exists."""
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(meta).values(key=key, value=value).on_conflict_do_nothing()
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(meta).values(key=key, value=value).on_conflict_do_nothing()
+    return insert(meta).values(key=key, value=value)
 
 
 class FairLock:
@@ -156,17 +149,26 @@ class AggregateStore(Application[UUID]):
         lock_timeout_ms: int = 10_000,
         sqlite_synchronous: str = "FULL",
         cache_ttl: float | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
     ) -> None:
         self._url = url
         self._lock_timeout_ms = lock_timeout_ms
         if sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ValueError("sqlite_synchronous must be FULL or NORMAL")
         self._sqlite_synchronous = sqlite_synchronous
+        self._pool = (pool_size, max_overflow, pool_timeout)
         self._host_engine = host_engine
         self._host_session = host_session
         self.keys = DataKeyStore(keyring.kek, self.session, ttl=cache_ttl)
         self.saved_hook: Callable[[tuple[Any, ...]], None] | None = None
-        env: dict[str, str] = {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"}
+        # CREATE_TABLE off: the event table is created by tsuchi's baseline
+        # revision, like every other table, never behind the schema check.
+        env: dict[str, str] = {
+            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+            "CREATE_TABLE": "no",
+        }
         if url is not None:
             env["SQLALCHEMY_URL"] = url
         super().__init__(env=env)
@@ -186,8 +188,9 @@ class AggregateStore(Application[UUID]):
             pg = create_engine(
                 self._url,
                 pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
+                pool_size=self._pool[0],
+                max_overflow=self._pool[1],
+                pool_timeout=self._pool[2],
                 connect_args={"options": f"-c lock_timeout={int(self._lock_timeout_ms)}"},
             )
             factory.datastore = SQLAlchemyDatastore(session_maker=sessionmaker(bind=pg))
@@ -203,10 +206,15 @@ class AggregateStore(Application[UUID]):
         if isinstance(bind, Engine):
             if bind.dialect.name == "sqlite":
                 event.listen(bind, "connect", _sqlite_pragmas(self._sqlite_synchronous))
-            create_tables(bind, metadata)
+            try:
+                ensure_current(bind)
+            except BaseException:
+                if self._host_engine is None:  # our own engine: close its connections
+                    bind.dispose()
+                raise
         else:  # a host session bound to one connection: the host owns its transaction
-            assert bind is not None
-            metadata.create_all(bind, checkfirst=True)
+            assert isinstance(bind, Connection)
+            ensure_current(bind)
         return factory
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -254,7 +262,8 @@ class AggregateStore(Application[UUID]):
         return transactions.get(None) is not None or self.datastore.scoped_session is not None
 
     def check_schema_and_keys(self, kek_id: str, allow_new: bool) -> None:
-        """Record or check the schema version and KEK fingerprint."""
+        """Check the schema version record (written by the revisions, never
+        here) and record or check the KEK fingerprint."""
         with self.session() as s:
             rows: dict[str, str] = {k: v for k, v in s.execute(select(meta.c.key, meta.c.value))}
             stored = rows.get("schema_version")
@@ -263,21 +272,16 @@ class AggregateStore(Application[UUID]):
                     f"database schema version {stored} was written by a newer tsuchi; "
                     f"this one understands up to {SCHEMA_VERSION}"
                 )
-            if stored is None:
-                s.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(stored) < SCHEMA_VERSION:
-                s.execute(
-                    update(meta)
-                    .where(meta.c.key == "schema_version")
-                    .values(value=str(SCHEMA_VERSION))
-                )
             known = rows.get("kek_id")
             if known is None:
                 has_keys = s.execute(select(data_keys.c.subject_id).limit(1)).first()
                 if has_keys is not None and not allow_new:
                     raise KeyMaterialError("database holds data keys but records no KEK id")
-                s.execute(insert(meta).values(key="kek_id", value=kek_id))
-            elif known != kek_id:
+                # Engines starting together on a new database race here: the
+                # first record wins, and the others are checked against it.
+                s.execute(_insert_absent(s, "kek_id", kek_id))
+                known = s.execute(select(meta.c.value).where(meta.c.key == "kek_id")).scalar()
+            if known != kek_id:
                 raise KeyMaterialError(
                     f"the KEK (id {kek_id}) is not the one this database's data keys are "
                     f"wrapped with (id {known}); refusing to start"

@@ -1,8 +1,11 @@
 """The engine's own tables, beside the event store's, in the same database.
 
 ``tsuchi_meta`` records the schema version and the fingerprint of the KEK the
-data keys are wrapped with.  Read models hold no plaintext personal data:
-look-ups go through keyed blind indexes.
+data keys are wrapped with.  These definitions are what the code reads and
+writes; the tables themselves are created and changed only by the Alembic
+revisions in :mod:`tsuchi.migrations` (a test checks that both agree).
+Read models hold no plaintext personal data: look-ups go through keyed blind
+indexes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""``tsuchi_meta.schema_version`` the revisions write: a release that knows
+less refuses the database (revision 0002 wrote 2)."""
 
 metadata = MetaData()
 
@@ -49,6 +54,7 @@ lookup = Table(
     Column("tenant", String(64), primary_key=True),
     Column("digest", String(64), primary_key=True),
     Column("account_id", String(32), primary_key=True),
+    Index("tsuchi_lookup_account", "account_id"),  # erasure, change of mobile
 )
 
 outbox = Table(
@@ -124,6 +130,7 @@ broadcast_recipients = Table(
     Column("message_id", String(32), nullable=True),  # set when its message exists
     Column("reply", String(16), nullable=True),  # safe | need_help | other
     Index("tsuchi_broadcast_pending", "broadcast_id", "message_id", "seq"),
+    Index("tsuchi_broadcast_recipients_message", "message_id"),  # a reply's answer
 )
 
 orphan_reports = Table(

@@ -1,8 +1,9 @@
 """Reading the schema record before the store opens.
 
-The store writes ``tsuchi_meta`` (schema version, KEK fingerprint); start-up
-must know, before any key is created, whether the database already holds
-encrypted data and under which KEK.
+``tsuchi_meta`` holds the schema version (written by the schema revisions)
+and the KEK fingerprint (written by the store); start-up must know, before
+any key is created, whether the database already holds encrypted data and
+under which KEK.
 """
 
 from __future__ import annotations
