@@ -120,11 +120,12 @@ class AuditCheckpoints(AuditChain):
         return None if row is None else checkpoint_of_row(row)
 
     def checkpoint(self, now: datetime, batch: int = 1000) -> Checkpoint | None:
-        """Catch up, check continuity (:meth:`check_continuity`), re-verify
+        """Check continuity (:meth:`check_continuity`), catch up, check it again, re-verify
         the chain since the latest checkpoint, sign the head and anchor it.
         Returns the latest checkpoint if the head is already signed, or None
         while the chain is empty."""
         issued_at = aware(now, "now")
+        self.check_continuity()  # before catch-up re-chains over a rollback
         self.catch_up(batch)
         self.check_continuity()
         with self.store.session(commit=False) as s:
