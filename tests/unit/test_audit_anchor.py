@@ -90,9 +90,7 @@ def test_cut_back_export_with_a_fixed_manifest_fails(
     cps = (d / "checkpoints.jsonl").read_bytes().splitlines(keepends=True)[:1]
     (d / "checkpoints.jsonl").write_bytes(b"".join(cps))
     m = json.loads((d / "manifest.json").read_text())
-    m.update(
-        last_seq=4, record_count=4, records_sha256=hashlib.sha256(b"".join(lines)).hexdigest()
-    )
+    m.update(last_seq=4, record_count=4, records_sha256=hashlib.sha256(b"".join(lines)).hexdigest())
     (d / "manifest.json").write_text(json.dumps(m))
     for result in (
         verify_export(d, pub(key)),
@@ -128,15 +126,12 @@ def test_export_cut_off_before_an_anchored_checkpoint_fails_unless_bounded(
     assert verify_export(short, pub(key), anchor=log).ok
 
 
-def test_rewritten_history_fails_against_the_anchor(
-    tmp_path: Path, key: Ed25519PrivateKey
-) -> None:
+def test_rewritten_history_fails_against_the_anchor(tmp_path: Path, key: Ed25519PrivateKey) -> None:
     """The key holder signs a rewritten chain (seq 3 changed, everything after
     recomputed): every signature verifies, but the anchored head at seq 4 differs."""
     _d, log, recs = export_with_anchor(tmp_path, key)
-    forged = handmade_records(2) + [
-        make_record(**{**{k: v for k, v in recs[2].items() if k != "entry_hash"}, "actor": "x"})
-    ]
+    changed = {k: v for k, v in recs[2].items() if k != "entry_hash"}
+    forged = [*handmade_records(2), make_record(**{**changed, "actor": "x"})]
     prev = forged[-1]["entry_hash"]
     for r in recs[3:]:
         body = {k: v for k, v in r.items() if k != "entry_hash"}
@@ -165,7 +160,7 @@ def test_export_resigned_with_another_key_fails_against_the_anchor(
 def test_export_of_another_chain_or_outside_the_anchored_range_fails(
     tmp_path: Path, key: Ed25519PrivateKey
 ) -> None:
-    d, log, _ = export_with_anchor(tmp_path, key)
+    d, _log, _ = export_with_anchor(tmp_path, key)
     other = tmp_path / "other.jsonl"
     lines = [json.loads(x) for x in (d / "checkpoints.jsonl").read_text().splitlines()]
     other.write_bytes(anchor_line(anchored(lines[0], origin="urn:uuid:other")))
@@ -198,9 +193,7 @@ def test_corrupt_anchor_log_is_a_typed_error_naming_file_and_line(
     assert str(log) in str(e.value)
 
 
-def test_two_heads_at_one_seq_make_the_log_corrupt(
-    tmp_path: Path, key: Ed25519PrivateKey
-) -> None:
+def test_two_heads_at_one_seq_make_the_log_corrupt(tmp_path: Path, key: Ed25519PrivateKey) -> None:
     _d, log, recs = export_with_anchor(tmp_path, key)
     other = sign_checkpoint(key, {**recs[3], "entry_hash": "a" * 64}, "2026-04-02T00:00:09.000000Z")
     with log.open("ab") as f:

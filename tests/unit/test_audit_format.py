@@ -207,9 +207,7 @@ def write_export(
 
 
 def sign_manifest(key: Ed25519PrivateKey, manifest: dict[str, Any]) -> None:
-    manifest["manifest_signature"] = base64.b64encode(
-        key.sign(manifest_message(manifest))
-    ).decode()
+    manifest["manifest_signature"] = base64.b64encode(key.sign(manifest_message(manifest))).decode()
 
 
 @pytest.fixture

@@ -47,17 +47,22 @@ class AuditCheckpoints(AuditChain):
             found = s.execute(select(chain.c.entry_hash).where(chain.c.seq == seq)).scalar()
         return None if found is None else str(found)
 
-    def check_continuity(self) -> AnchoredCheckpoint | None:
-        """Refuse a chain that does not extend what was fixed before: the last
-        anchored checkpoint (same head at its seq, and a chain that reaches
-        it) and the head this process chained last.  Returns the last
-        anchored checkpoint (None if nothing is anchored)."""
+    def check_rollback(self) -> None:
+        """Refuse a chain that lost or changed the head this process chained
+        last (call it before a catch-up, which would re-chain over it)."""
         if self._chained is not None:
             seq, head = self._chained
             if self._head_at(seq) != head:
                 raise AuditMismatch(
                     seq, "the chain was rolled back: this process chained this seq and it changed"
                 )
+
+    def check_continuity(self) -> AnchoredCheckpoint | None:
+        """Refuse a chain that does not extend what was fixed before: the last
+        anchored checkpoint (same head at its seq, and a chain that reaches
+        it) and the head this process chained last.  Returns the last
+        anchored checkpoint (None if nothing is anchored)."""
+        self.check_rollback()
         if self.anchor is None:
             return None
         latest = self.anchor.latest(self.origin)
@@ -120,12 +125,13 @@ class AuditCheckpoints(AuditChain):
         return None if row is None else checkpoint_of_row(row)
 
     def checkpoint(self, now: datetime, batch: int = 1000) -> Checkpoint | None:
-        """Check continuity (:meth:`check_continuity`), catch up, check it again, re-verify
-        the chain since the latest checkpoint, sign the head and anchor it.
+        """Check for a rollback (:meth:`check_rollback`), catch up, check
+        continuity (:meth:`check_continuity`), re-verify the chain since the
+        latest checkpoint, sign the head and anchor it.
         Returns the latest checkpoint if the head is already signed, or None
         while the chain is empty."""
         issued_at = aware(now, "now")
-        self.check_continuity()  # before catch-up re-chains over a rollback
+        self.check_rollback()  # before catch-up re-chains over a rollback
         self.catch_up(batch)
         self.check_continuity()
         with self.store.session(commit=False) as s:

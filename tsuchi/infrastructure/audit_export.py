@@ -218,7 +218,7 @@ def write_export(
     out.mkdir(parents=True, exist_ok=True)
     if any((out / n).exists() for n in (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)):
         raise InvalidInput("out_dir", "already holds an export; choose an empty directory")
-    trail.check_continuity()  # before catch-up re-chains over a rollback
+    trail.check_rollback()  # before catch-up re-chains over a rollback
     trail.catch_up_settled(batch)
     trail.check_continuity()
     plan = _plan(trail, tenant, since_s, until_s)
