@@ -42,7 +42,7 @@ never the value that broke it.
     └── AuditError                   the audit trail cannot do what was asked
         ├── AuditMismatch            the database no longer matches the chain   (seq, reason)
         │   └── AuditAnchorMismatch  the chain does not extend the anchored checkpoints
-        └── AuditAnchorCorrupt       the anchor log cannot be read   (path, line, rule)
+        └── AuditAnchorCorrupt       the anchor log is unusable   (path, line, rule)
 """
 
 from __future__ import annotations
@@ -276,8 +276,9 @@ class AuditAnchorMismatch(AuditMismatch):
 
 class AuditAnchorCorrupt(AuditError):
     """The anchor log (the checkpoint log kept outside the database) cannot
-    be read or breaks its format: ``path`` names the file, ``line`` the line
-    (0 when the whole file is at fault), ``rule`` what is wrong."""
+    be read or appended to, or breaks its format: ``path`` names the file,
+    ``line`` the line (0 when the whole file is at fault), ``rule`` what is
+    wrong."""
 
     def __init__(self, path: str, line: int, rule: str) -> None:
         self.path = path

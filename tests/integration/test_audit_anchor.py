@@ -314,3 +314,28 @@ def test_malformed_event_is_chained_reported_and_the_chain_continues(
     with pytest.raises(AuditMismatch) as e:
         trail.export(tmp_path / "y", engine.now())
     assert e.value.seq == bad["seq"]
+
+
+def test_a_checkpoint_stored_without_the_anchor_is_anchored_on_the_next_run(
+    engine: Engine, clock: ManualClock, network: SimulatedCarrierNetwork
+) -> None:
+    """A checkpoint issued while the anchor log was not configured (or not
+    reachable) is anchored by the next checkpoint run, after its head and
+    signature are checked; a forged one never is."""
+    history(engine, clock, network)
+    unanchored = AuditTrail(engine.store, engine.keyring.signing_key)
+    cp = unanchored.checkpoint(engine.now())
+    assert cp is not None and anchored_lines(engine) == []
+    assert engine.audit.checkpoint(engine.now()) == cp
+    assert [(a["seq"], a["head"]) for a in anchored_lines(engine)] == [(cp.seq, cp.head)]
+    # A checkpoint row written with SQL (no valid signature) is not anchored.
+    with engine.store.session(commit=True) as s:
+        s.execute(update(checkpoints).values(signature=base64.b64encode(b"x" * 64).decode()))
+    with engine.store.session(commit=True) as s:
+        s.execute(delete(checkpoints).where(checkpoints.c.seq != cp.seq))
+    path = anchor_of(engine)
+    path.write_bytes(b"")  # a fresh anchor log
+    with pytest.raises(AuditMismatch) as e:
+        another_process(engine).checkpoint(engine.now())
+    assert e.value.seq == cp.seq and "signature" in e.value.reason
+    assert path.read_bytes() == b""

@@ -160,6 +160,7 @@ class AuditCheckpoints(AuditChain):
             self._signing_key.sign(checkpoint_message(self.origin, seq, head, issued_at))
         ).decode()
         cp = Checkpoint(seq, head, issued_at, self.key_id, signature)
+        fresh = True
         try:
             with self.store.session(commit=True) as s:
                 s.execute(select(position.c.id).where(position.c.id == 1).with_for_update()).one()
@@ -168,18 +169,18 @@ class AuditCheckpoints(AuditChain):
                 ).first()
                 if latest is not None:
                     if int(latest.seq) == seq and latest.key_id == self.key_id:
-                        cp = checkpoint_of_row(latest)  # issued concurrently
+                        cp, fresh = checkpoint_of_row(latest), False  # issued concurrently
                     elif int(latest.seq) >= seq:
                         raise ConcurrencyConflict(
                             "a later checkpoint was issued concurrently; retry"
                         )
                     elif issued_at < latest.issued_at:
                         raise InvalidInput("now", "is before the latest checkpoint's issued_at")
-                if cp.signature == signature:
+                if fresh:
                     s.execute(insert(checkpoints).values(**cp.as_dict()))
         except (sa_exc.IntegrityError, ESIntegrityError):
             raise ConcurrencyConflict("a checkpoint was issued concurrently; retry") from None
-        if cp.signature == signature:
+        if fresh:
             log.info("audit checkpoint at seq %d (key %s)", seq, self.key_id)
         self.ensure_anchored(cp)
         return cp
