@@ -38,6 +38,7 @@ from tsuchi.application.views import (
 )
 from tsuchi.domain.deadline import deadline_id
 from tsuchi.infrastructure.audit import AuditTrail
+from tsuchi.infrastructure.audit_anchor import FileAuditAnchor
 from tsuchi.infrastructure.clock import SystemClock
 from tsuchi.infrastructure.crypto import KeyRing
 from tsuchi.infrastructure.delivery_report import DeliveryReport
@@ -430,9 +431,15 @@ class Engine:
     # -- projections: audit trail and delivery report ------------------------------------
     @property
     def audit(self) -> AuditTrail:
-        """The tamper-evident audit trail (hash chain, signed checkpoints, export)."""
+        """The tamper-evident audit trail (hash chain, signed checkpoints
+        anchored in ``settings.resolved_audit_anchor()``, export)."""
         if self._audit is None:
-            self._audit = AuditTrail(self.store, self.keyring.signing_key)
+            self._audit = AuditTrail(
+                self.store,
+                self.keyring.signing_key,
+                anchor=FileAuditAnchor(self.settings.resolved_audit_anchor()),
+                gap_settle=self.settings.audit_gap_settle,
+            )
         return self._audit
 
     @property
@@ -451,8 +458,8 @@ class Engine:
         )
 
     def audit_checkpoint(self) -> None:
-        """Extend the hash chain and sign a checkpoint (a periodic worker job)."""
-        self.audit.catch_up()
+        """Extend the hash chain, sign a checkpoint and anchor it (a periodic
+        worker job, every ``settings.audit_checkpoint_every``)."""
         self.audit.checkpoint(self.now())
 
     # -- personal data ---------------------------------------------------------------

@@ -43,7 +43,9 @@ never the value that broke it.
     │   ├── ConcurrencyConflict
     │   └── GatewayUnavailable       the aggregator cannot be reached; nothing handed over
     └── AuditError                   the audit trail cannot do what was asked
-        └── AuditMismatch            the database no longer matches the chain   (seq, reason)
+        ├── AuditMismatch            the database no longer matches the chain   (seq, reason)
+        │   └── AuditAnchorMismatch  the chain does not extend the anchored checkpoints
+        └── AuditAnchorCorrupt       the anchor log is unusable   (path, line, rule)
 """
 
 from __future__ import annotations
@@ -304,8 +306,30 @@ class AuditMismatch(AuditError):
         super().__init__(f"audit mismatch at seq {seq}: {reason}")
 
 
+class AuditAnchorMismatch(AuditMismatch):
+    """The chain does not extend the checkpoints anchored outside the
+    database: history was rewritten, cut off, or moved to a new chain.
+    ``seq`` is the anchored checkpoint it contradicts."""
+
+
+class AuditAnchorCorrupt(AuditError):
+    """The anchor log (the checkpoint log kept outside the database) cannot
+    be read or appended to, or breaks its format: ``path`` names the file,
+    ``line`` the line (0 when the whole file is at fault), ``rule`` what is
+    wrong."""
+
+    def __init__(self, path: str, line: int, rule: str) -> None:
+        self.path = path
+        self.line = line
+        self.rule = rule
+        where = f"{path} line {line}" if line else path
+        super().__init__(f"audit anchor log {where}: {rule}")
+
+
 __all__ = [
     "AccountClosed",
+    "AuditAnchorCorrupt",
+    "AuditAnchorMismatch",
     "AuditError",
     "AuditMismatch",
     "BodyTooLong",

@@ -3,7 +3,8 @@
 Each port has an implementation in the library usable in tests and the demo:
 :class:`~tsuchi.infrastructure.clock.ManualClock`,
 :class:`~tsuchi.infrastructure.simulator.SimulatedCarrierNetwork`,
-:class:`~tsuchi.infrastructure.crypto.LocalKMS`.
+:class:`~tsuchi.infrastructure.crypto.LocalKMS`,
+:class:`~tsuchi.infrastructure.audit_anchor.FileAuditAnchor`.
 """
 
 from __future__ import annotations
@@ -89,4 +90,40 @@ class Gateway(Protocol):
     def poll_reports(self, until: datetime, limit: int = 1000) -> list[StatusReport]:
         """At most ``limit`` reports that became available up to ``until`` (push
         gateways return [])."""
+        ...
+
+
+@dataclass(frozen=True)
+class AnchoredCheckpoint:
+    """A signed audit checkpoint as kept outside the database: the chain
+    ``origin`` it belongs to, the ``head`` at ``seq``, when and by which key
+    it was signed (see :mod:`tsuchi.projections.audit.anchor`)."""
+
+    origin: str
+    seq: int
+    head: str
+    issued_at: str
+    key_id: str
+    signature: str
+
+
+class AuditAnchor(Protocol):
+    """An append-only log of signed checkpoints that whoever can write the
+    database cannot rewrite (a local file; WORM storage in production)."""
+
+    @property
+    def location(self) -> str:
+        """Where the log is (for messages), e.g. a file path."""
+        ...
+
+    def append(self, checkpoint: AnchoredCheckpoint) -> None:
+        """Append one checkpoint durably (returns once it is on stable storage)."""
+        ...
+
+    def latest(self, origin: str) -> AnchoredCheckpoint | None:
+        """The anchored checkpoint of ``origin`` with the highest seq, or None."""
+        ...
+
+    def origins(self) -> frozenset[str]:
+        """Every chain origin the log holds checkpoints of."""
         ...

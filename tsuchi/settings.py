@@ -6,6 +6,11 @@ Where the keys are (in this order):
 2. for a SQLite file database ``path/name.db``: the directory ``path/name.keys/``;
 3. otherwise ``./tsuchi-keys/``.
 
+The audit anchor log (signed checkpoints kept outside the database) is
+``audit_anchor`` / ``TSUCHI_AUDIT_ANCHOR`` (a file, or a directory holding
+``audit-anchor.jsonl``), by default ``audit-anchor.jsonl`` in the keys
+directory.
+
 ``TSUCHI_KEK`` (base64 of 32 bytes) may supply the KEK instead of the key
 file, for hosts that inject secrets through the environment.
 
@@ -259,6 +264,29 @@ class Settings(BaseSettings):
         default="UTC",
         description="Time zone of CM status reports' `received` times that carry no offset.",
     )
+    audit_anchor: Path | None = Field(
+        default=None,
+        description=(
+            "The audit anchor log: a file, or a directory holding audit-anchor.jsonl, outside "
+            "the database (WORM storage in production); default: in the keys directory."
+        ),
+    )
+    audit_checkpoint_every: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description=(
+            "How often the worker chains new events and signs and anchors a checkpoint: "
+            "the longest time an event stays unanchored."
+        ),
+    )
+    audit_gap_settle: timedelta = Field(
+        default=timedelta(seconds=2),
+        ge=timedelta(0),
+        description=(
+            "A gap in the notification ids is chained past only once it has been seen for "
+            "this long (a transaction that holds the missing id may still commit)."
+        ),
+    )
     marketing_cap: FrequencyCap = Field(
         default_factory=lambda: FrequencyCap(),
         description="Default marketing frequency cap per account and sender.",
@@ -334,3 +362,9 @@ class Settings(BaseSettings):
             db = Path(url.database)
             return db.with_name(db.stem + ".keys")
         return Path("tsuchi-keys")
+
+    def resolved_audit_anchor(self) -> Path:
+        """Where the audit anchor log is (see the module docstring)."""
+        if self.audit_anchor is not None:
+            return self.audit_anchor
+        return self.resolved_keys_dir() / "audit-anchor.jsonl"

@@ -3,8 +3,9 @@
 APScheduler 3 drives a few jobs per worker, defined at every start and kept
 in memory (so the database is never on the scheduler's own path: an outage
 cannot kill its thread): the sweep (dispatch, status reports, due durable
-timers) every second, projections every 5 s, the audit checkpoint every few
-minutes, and a daily delivery summary.  Reminders
+timers) every second, projections every 5 s, the audit checkpoint (chain,
+sign, anchor outside the database) every ``settings.audit_checkpoint_every``
+(30 s), and a daily delivery summary.  Reminders
 are not scheduler jobs: they are rows in ``tsuchi_timers`` fired by the sweep,
 which scales to millions.  Sweeps
 coalesce and never misfire-drop (``misfire_grace_time=None``); the work itself
@@ -103,7 +104,7 @@ class Worker:
         engine: Engine,
         *,
         sweep_every: timedelta = timedelta(seconds=1),
-        checkpoint_every: timedelta = timedelta(minutes=10),
+        checkpoint_every: timedelta | None = None,
         urgent_every: timedelta = timedelta(milliseconds=50),
         freeze_heap: bool = True,
         heartbeat: Path | None = None,
@@ -111,7 +112,9 @@ class Worker:
         self.engine = engine
         self.worker_id = engine.settings.worker_id
         self.sweep_every = sweep_every
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = (
+            engine.settings.audit_checkpoint_every if checkpoint_every is None else checkpoint_every
+        )
         self.urgent_every = urgent_every
         self.freeze_heap = freeze_heap
         self._stop = threading.Event()

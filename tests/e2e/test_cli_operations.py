@@ -37,7 +37,15 @@ def test_audit_export_and_verify_round_trip_and_tamper(tmp_path: Path) -> None:
     rec["event_type"] = "Forged"
     lines[9] = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     (tmp_path / "exp" / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    bad = run("audit", "verify", str(tmp_path / "exp"), cwd=tmp_path, check=False)
+    bad = run(
+        "audit",
+        "verify",
+        str(tmp_path / "exp"),
+        "--public-key",
+        str(tmp_path / "pub.key"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert bad.returncode == 1 and "seq 10" in bad.stderr
     # One changed byte in a stored event: export refuses naming that seq.
     con = sqlite3.connect(tmp_path / "tsuchi.db")

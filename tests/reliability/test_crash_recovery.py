@@ -159,7 +159,8 @@ def test_sigkill_during_dispatch_never_loses_or_duplicates(tmp_path: Path) -> No
             print(f"{trials} kills, {len(requested)} messages, {unconfirmed} unconfirmed")
             out = e.audit.export(tmp_path / "audit", e.now())
             assert out["record_count"] > 0
-        assert verify_export(tmp_path / "audit").ok
+            key, anchor = e.audit.public_key, e.settings.resolved_audit_anchor()
+        assert verify_export(tmp_path / "audit", key, anchor=anchor).ok
     finally:
         cm.shutdown()
         cm.server_close()

@@ -27,6 +27,7 @@ from tsuchi.projections.audit import (
     event_facts,
     key_id,
     make_record,
+    manifest_message,
     parse_public_key,
     redacted_stub,
     selection_message,
@@ -181,6 +182,10 @@ def write_export(
         "records_sha256": hashlib.sha256(data).hexdigest(),
         "public_key": base64.b64encode(pub).decode(),
         "key_id": key_id(pub),
+        "exported_at": "2026-04-03T00:00:00.000000Z",
+        "range": "head",
+        "malformed_count": 0,
+        "malformed_seqs": [],
     }
     if tenant is not None:
         manifest["tenant"] = tenant
@@ -196,8 +201,13 @@ def write_export(
                 )
             )
         ).decode()
+    sign_manifest(key, manifest)
     (d / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
+
+
+def sign_manifest(key: Ed25519PrivateKey, manifest: dict[str, Any]) -> None:
+    manifest["manifest_signature"] = base64.b64encode(key.sign(manifest_message(manifest))).decode()
 
 
 @pytest.fixture
@@ -333,8 +343,10 @@ def test_handmade_export_verifies_with_both_verifiers(export: Path, key: Ed25519
     assert (result.first_seq, result.last_seq, result.records, result.checkpoints) == (1, 10, 10, 2)
     assert result.key_supplied and "OK" in str(result)
     assert independent_verify(export, pub(key)) == (True, None)
-    unpinned = verify_export(export)
+    unpinned = verify_export(export, trust_embedded_key=True)
     assert unpinned.ok and not unpinned.key_supplied
+    untrusted = verify_export(export)  # no key, no anchor log: nothing vouches for the signer
+    assert not untrusted.ok and "no trust root" in untrusted.reason
 
 
 def test_edited_record_fails_at_its_seq(export: Path, key: Ed25519PrivateKey) -> None:
@@ -451,7 +463,8 @@ def test_resigned_export_with_a_forgers_key_fails_against_the_pinned_key(
     d = tmp_path / "forged"
     forger = Ed25519PrivateKey.generate()
     write_export(d, forger, handmade_records(5), [5])
-    assert verify_export(d).ok  # self-consistent, but unpinned
+    assert verify_export(d, trust_embedded_key=True).ok  # self-consistent, but unpinned
+    assert not verify_export(d).ok
     assert verify_export(d, pub(key)).first_bad_seq == 5
 
 
@@ -555,5 +568,5 @@ def test_non_canonical_line_is_refused(export: Path, key: Ed25519PrivateKey) -> 
 
 
 def test_missing_manifest_is_reported_without_a_seq(tmp_path: Path) -> None:
-    result = verify_export(tmp_path)
+    result = verify_export(tmp_path, trust_embedded_key=True)
     assert not result.ok and result.first_bad_seq is None and "manifest" in result.reason

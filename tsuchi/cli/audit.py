@@ -2,9 +2,12 @@
 
 Why this module exists: the audit commands are the ones an auditor relies
 on, with outcomes of their own: ``export`` refuses (exit 1, naming the first
-bad seq) when the event store no longer matches the chain, ``verify`` works
-offline on an export directory with no database, and ``public-key`` prints
-the key to publish.  Dates given without an offset are Japan time.
+bad seq) when the event store no longer matches the chain or the chain does
+not extend the checkpoints anchored outside the database, ``verify`` works
+offline on an export directory with no database (exit 0 intact, 1 failed, 2
+nothing to verify against or an unreadable key or anchor log), and
+``public-key`` prints the key to publish.  Dates given without an offset are
+Japan time.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ def audit_export(
 
     Every record is checked against the stored event behind it first; if the
     event store no longer matches the chain, nothing is exported and the first
-    bad seq is named.  The export ends with a freshly signed checkpoint."""
+    bad seq is named.  So is a chain that does not extend the last checkpoint
+    anchored outside the database (TSUCHI_AUDIT_ANCHOR).  The export ends
+    with a signed checkpoint, anchored, and a signed manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from tsuchi.engine import Engine
-    from tsuchi.errors import AuditMismatch
+    from tsuchi.errors import AuditAnchorMismatch, AuditMismatch
 
     since_m, until_m = _moment(since, "since"), _moment(until, "until")
     try:
@@ -81,6 +86,13 @@ def audit_export(
             manifest = engine.audit.export(
                 out, engine.now(), tenant=tenant, since=since_m, until=until_m, progress=progress
             )
+    except AuditAnchorMismatch as e:
+        where = f" at seq {e.seq}" if e.seq else ""
+        err.print(
+            f"[bold red]refused[/]: the audit chain does not extend the anchored "
+            f"checkpoints{where}: {e.reason}"
+        )
+        raise typer.Exit(1) from None
     except AuditMismatch as e:
         err.print(
             f"[bold red]refused[/]: the event store does not match the audit chain at "
@@ -94,6 +106,13 @@ def audit_export(
         f"({manifest['record_count']} records) to {out}"
     )
     console.print(f"public key {manifest['public_key']} (key id {manifest['key_id']})")
+    if manifest["malformed_count"]:
+        seqs = ", ".join(str(x) for x in manifest["malformed_seqs"][:20])
+        more = " ..." if manifest["malformed_count"] > 20 else ""
+        err.print(
+            f"warning: {manifest['malformed_count']} malformed stored events, chained by "
+            f"their digest: seq {seqs}{more}"
+        )
 
 
 @audit_app.command("verify")
@@ -103,10 +122,32 @@ def audit_verify(
         Path | None,
         typer.Option("--public-key", help="The published key (raw, base64 or PEM)."),
     ] = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor", help="The anchor log (file or directory): the export must extend it."
+        ),
+    ] = None,
+    trust_embedded_key: Annotated[
+        bool,
+        typer.Option(
+            "--trust-embedded-key",
+            help="Accept the export's own key (proves integrity, not who signed).",
+        ),
+    ] = False,
 ) -> None:
-    """Verify an export offline; exit 0 if intact, 1 naming the first bad seq."""
+    """Verify an export offline: exit 0 if intact, 1 naming the first bad seq,
+    2 if there is nothing to verify against (give --public-key or --anchor)."""
+    from tsuchi.errors import AuditAnchorCorrupt
     from tsuchi.projections.audit import parse_public_key, verify_export
 
+    if public_key is None and anchor is None and not trust_embedded_key:
+        err.print(
+            "error: nothing to verify against: give --public-key FILE (the published key) "
+            "or --anchor FILE (the anchor log); --trust-embedded-key accepts the export's "
+            "own key, which anyone can replace"
+        )
+        raise typer.Exit(2)
     key = None
     if public_key is not None:
         try:
@@ -114,15 +155,22 @@ def audit_verify(
         except (OSError, ValueError) as e:
             err.print(f"error: --public-key: {type(e).__name__}")
             raise typer.Exit(2) from None
-    result = verify_export(directory, key)
+    if anchor is not None and not anchor.exists():
+        err.print("error: --anchor: the anchor log does not exist")
+        raise typer.Exit(2)
+    try:
+        result = verify_export(directory, key, anchor=anchor, trust_embedded_key=trust_embedded_key)
+    except AuditAnchorCorrupt as e:
+        err.print(f"error: --anchor: {e}")
+        raise typer.Exit(2) from None
     if not result.ok:
         err.print(f"[bold red]{result}[/]")
         raise typer.Exit(1)
     console.print(str(result))
-    if key is None:
+    if key is None and not result.anchored:
         err.print(
-            "warning: no --public-key given: integrity checked against the export's own "
-            "key; pass the published key to check who signed it"
+            "warning: --trust-embedded-key: integrity checked against the export's own "
+            "key only; anyone can re-sign an export with a key of their own"
         )
 
 

@@ -1,8 +1,9 @@
 """The audit trail a host uses: the chain of :mod:`.audit_chain` plus its export.
 
-The chain (extension, checkpoints, re-verification) and the export writer
-(:mod:`.audit_export`) are separate modules; this one joins them so that
-``engine.audit`` offers both without the two importing each other.
+The chain (extension, re-verification), its anchored checkpoints
+(:mod:`.audit_checkpoints`) and the export writer (:mod:`.audit_export`) are
+separate modules; this one joins them so that ``engine.audit`` offers all of
+them through one object.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from tsuchi.errors import AuditError, AuditMismatch
-from tsuchi.infrastructure.audit_chain import (
-    AuditChain,
+from tsuchi.infrastructure.audit_chain import AuditChain
+from tsuchi.infrastructure.audit_checkpoints import AuditCheckpoints
+from tsuchi.infrastructure.audit_export import write_export
+from tsuchi.infrastructure.audit_tables import (
     Checkpoint,
     Progress,
     aggregates,
@@ -22,10 +25,9 @@ from tsuchi.infrastructure.audit_chain import (
     checkpoints,
     position,
 )
-from tsuchi.infrastructure.audit_export import write_export
 
 
-class AuditTrail(AuditChain):
+class AuditTrail(AuditCheckpoints):
     """The tamper-evident audit trail: hash chain, signed checkpoints, export."""
 
     def export(
@@ -46,8 +48,11 @@ class AuditTrail(AuditChain):
         so it may hold a few records outside the window.  With ``tenant``,
         other tenants' records appear as hash-only stubs (see
         :mod:`tsuchi.projections.audit.format`).  Every record is re-verified
-        against the stored event behind it; a difference raises
-        :class:`AuditMismatch` and leaves no export behind.
+        against the stored event behind it, and the chain must extend the
+        last checkpoint anchored outside the database; a difference raises
+        :class:`AuditMismatch` (:class:`~tsuchi.errors.AuditAnchorMismatch`
+        for the anchor) and leaves no export behind.  The manifest is signed;
+        with ``until`` its ``range`` is ``"bounded"``, otherwise ``"head"``.
         """
         return write_export(
             self,
@@ -63,6 +68,7 @@ class AuditTrail(AuditChain):
 
 __all__ = [
     "AuditChain",
+    "AuditCheckpoints",
     "AuditError",
     "AuditMismatch",
     "AuditTrail",

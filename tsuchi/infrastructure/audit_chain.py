@@ -4,214 +4,136 @@ Why this module exists: regulators (FISC/FSA tamper evidence, PCI DSS log
 retention) need proof that the event log was not edited after the fact, and
 a compliance officer must be able to hand an auditor files that prove it
 offline.  This is the database side of that: it extends the global hash
-chain from the notification log, signs checkpoints, and re-verifies the
-chain against the stored events.  :mod:`tsuchi.infrastructure.audit_export`
+chain from the notification log, signs checkpoints, anchors each of them
+outside the database (:class:`~tsuchi.ports.AuditAnchor`), and re-verifies
+the chain against the stored events.  :mod:`tsuchi.infrastructure.audit_export`
 builds on it to stream exports in the format defined (and verified) by
-:mod:`tsuchi.projections.audit`.
-
-Tables (own :class:`~sqlalchemy.MetaData`, created on first use):
-
-``tsuchi_audit_position``
-    One row: the database's stable ``origin`` (``urn:uuid:…``, random, made
-    once) and the chain's position (last notification id, seq, head).  It is
-    updated in the same transaction as the chain rows it accounts for, with a
-    compare-and-set, so every event is chained exactly once.
-``tsuchi_audit_chain``
-    One row per event: the record of the export format (``summary`` as
-    canonical JSON).  Append-only.
-``tsuchi_audit_aggregates``
-    aggregate id -> tenant and correlation id, because only an aggregate's
-    first event (or none of them, for consents and templates, which inherit
-    the tenant of the account or sender they refer to) carries them.
-``tsuchi_audit_checkpoints``
-    Signed heads; seq strictly grows, ``issued_at`` never decreases.
+:mod:`tsuchi.projections.audit`; the tables are in :mod:`.audit_tables`.
 
 Nothing here decrypts: records are built from plaintext topics, ids,
 timestamps and statuses; sealed personal fields only enter through the SHA-256
 digest of the stored state, so erasure (crypto-shredding) never breaks the
-chain.  Exports and checkpoints *re-verify* what they sign or hand out: each
-chain row's hash and link, and each stored event against its digest; a
-difference raises :class:`AuditMismatch` naming the seq.
+chain.  Checkpoints and exports *re-verify* what they sign: each chain row's
+hash and link, each stored event against its digest, and that the chain
+still extends the last anchored checkpoint (same head at its seq) and what
+this process chained itself; a difference raises :class:`AuditMismatch`
+(:class:`AuditAnchorMismatch` for the anchor) naming the seq.
+
+Catch-up chains only a gap-free prefix of the notification log: a missing
+notification id is chained past only once the id was already below the
+highest visible one ``gap_settle`` ago (a transaction holding it may still
+commit; tsuchi's own recorder takes the events table lock on PostgreSQL, so
+its ids become visible in order and its gaps are rolled-back inserts).  A
+stored event that cannot be read is chained as what it is (the digest of its
+bytes, its topic, ``summary`` ``{"malformed": reason}``) and logged, so one
+bad event never stops the chain.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import IntegrityError as ESIntegrityError
 from eventsourcing.persistence import OperationalError as ESOperationalError
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    CursorResult,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import CursorResult, Table, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from tsuchi.errors import (
-    AuditError,
     AuditMismatch,
     ConcurrencyConflict,
     InvalidInput,
     TransientError,
 )
+from tsuchi.infrastructure.audit_tables import (
+    SCHEMA_LOCK,
+    aggregates,
+    audit_metadata,
+    chain,
+    position,
+    record_of_row,
+    uuid_str,
+)
 from tsuchi.infrastructure.store import AggregateStore
+from tsuchi.ports import AuditAnchor
 from tsuchi.projections.audit.format import (
+    MALFORMED_KEY,
     ZERO_HASH,
     canonical_json,
-    checkpoint_message,
     entry_hash,
     key_id,
     sha256_hex,
-    utc_iso,
 )
-from tsuchi.projections.audit.records import event_facts, make_record, parse_topic
+from tsuchi.projections.audit.records import (
+    SYSTEM_ACTOR,
+    EventFacts,
+    event_facts,
+    make_record,
+    parse_topic,
+)
 
 log = logging.getLogger("tsuchi.audit")
 
-audit_metadata = MetaData()
-_SCHEMA_LOCK = threading.Lock()
-
-position = Table(
-    "tsuchi_audit_position",
-    audit_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
-    Column("origin", String(64), nullable=False),
-    Column("notification_id", BigInteger, nullable=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("head", String(64), nullable=False),
-)
-
-chain = Table(
-    "tsuchi_audit_chain",
-    audit_metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("notification_id", BigInteger, nullable=False, unique=True),
-    Column("recorded_at", String(32), nullable=False, index=True),
-    Column("tenant", Text, nullable=False),
-    Column("aggregate_type", Text, nullable=False),
-    Column("aggregate_id", String(36), nullable=False),
-    Column("aggregate_version", BigInteger, nullable=False),
-    Column("event_type", Text, nullable=False),
-    Column("actor", Text, nullable=False),
-    Column("correlation_id", Text, nullable=False),
-    Column("summary", Text, nullable=False),
-    Column("event_digest", String(64), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-    Index("tsuchi_audit_chain_tenant", "tenant", "seq"),
-)
-
-aggregates = Table(
-    "tsuchi_audit_aggregates",
-    audit_metadata,
-    Column("aggregate_id", String(36), primary_key=True),
-    Column("tenant", Text, nullable=False),
-    Column("correlation_id", Text, nullable=False),
-)
-
-checkpoints = Table(
-    "tsuchi_audit_checkpoints",
-    audit_metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("head", String(64), nullable=False),
-    Column("issued_at", String(32), nullable=False),
-    Column("key_id", String(16), nullable=False),
-    Column("signature", Text, nullable=False),
-)
+EPOCH = "1970-01-01T00:00:00.000000Z"
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A signed statement: the chain's ``head`` at ``seq`` at ``issued_at``."""
-
-    seq: int
-    head: str
-    issued_at: str
-    key_id: str
-    signature: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "head": self.head,
-            "issued_at": self.issued_at,
-            "key_id": self.key_id,
-            "signature": self.signature,
-        }
-
-
-Progress = Callable[[int, int], None]
-"""``progress(done, total)``: records written so far out of the export's total."""
-
-
-def _uuid_str(value: Any) -> str:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview) and len(bytes(value)) == 16:
-        return str(UUID(bytes=bytes(value)))
-    return str(UUID(str(value)))
-
-
-def _aware(moment: datetime, name: str) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidInput(name, "needs a time zone (an aware datetime)")
-    return utc_iso(moment)
-
-
-def _record_of_row(row: Any) -> dict[str, Any]:
-    return {
-        "seq": int(row.seq),
-        "notification_id": int(row.notification_id),
-        "recorded_at": row.recorded_at,
-        "tenant": row.tenant,
-        "aggregate_type": row.aggregate_type,
-        "aggregate_id": row.aggregate_id,
-        "aggregate_version": int(row.aggregate_version),
-        "event_type": row.event_type,
-        "actor": row.actor,
-        "correlation_id": row.correlation_id,
-        "summary": json.loads(row.summary),
-        "event_digest": row.event_digest,
-        "prev_hash": row.prev_hash,
-        "entry_hash": row.entry_hash,
-    }
-
-
-def _checkpoint_of_row(row: Any) -> Checkpoint:
-    return Checkpoint(int(row.seq), row.head, row.issued_at, row.key_id, row.signature)
+def _facts(topic: str, state: bytes) -> tuple[EventFacts, str | None]:
+    """The facts of a stored event and, if it is malformed, why (a code)."""
+    try:
+        f = event_facts(topic, state)
+    except (ValueError, RecursionError):
+        aggregate_type, event_type = parse_topic(topic)
+        f = EventFacts(
+            recorded_at=None,
+            aggregate_type=aggregate_type,
+            event_type=event_type,
+            actor=SYSTEM_ACTOR,
+            summary={},
+            event_digest=sha256_hex(state),
+            tenant=None,
+            correlation_id=None,
+            references=(),
+        )
+        return f, "not_json_object"
+    return f, (None if f.recorded_at is not None else "no_timestamp")
 
 
 class AuditChain:
     """The global hash chain over one database's event log.
 
     ``catch_up`` extends the chain (call it after commands, or from a
-    scheduled job); ``checkpoint`` signs the head; the export is added by
-    :class:`tsuchi.infrastructure.audit.AuditTrail`.  Several processes may
+    scheduled job); checkpoints are added by
+    :class:`~tsuchi.infrastructure.audit_checkpoints.AuditCheckpoints`, the
+    export by :class:`tsuchi.infrastructure.audit.AuditTrail`.  Several processes may
     share the database: chain extension and checkpoint issue serialise on the
     position row.
     """
 
-    def __init__(self, store: AggregateStore, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        store: AggregateStore,
+        signing_key: Ed25519PrivateKey,
+        *,
+        anchor: AuditAnchor | None = None,
+        gap_settle: timedelta = timedelta(seconds=2),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self.anchor = anchor
+        """Where signed checkpoints are also kept, outside the database (None: nowhere)."""
+        self._settle = gap_settle.total_seconds()
+        self._monotonic = monotonic
+        self._watermarks: list[tuple[float, int]] = []  # (when, highest visible id then)
+        self.gap_wait: float | None = None
+        """After :meth:`catch_up`: seconds until the gap it stopped at settles (None: no gap)."""
+        self._chained: tuple[int, str] | None = None  # (seq, head) this process chained last
         self._signing_key = signing_key
         self._public = signing_key.public_key()
         self.public_key: bytes = self._public.public_bytes_raw()
@@ -229,7 +151,7 @@ class AuditChain:
 
     def _ensure(self) -> str:
         engine = self.store.engine
-        with _SCHEMA_LOCK:
+        with SCHEMA_LOCK:
             for attempt in range(3):
                 try:
                     audit_metadata.create_all(engine, checkfirst=True)
@@ -270,11 +192,13 @@ class AuditChain:
     # -- chain extension ---------------------------------------------------------------
     def catch_up(self, batch: int = 1000, max_events: int | None = None) -> int:
         """Chain every event not chained yet (or about ``max_events``), in
-        notification order; returns how many.  Each batch commits with its
-        position: exactly once."""
+        notification order, up to the first gap that has not settled (see the
+        module docstring; :attr:`gap_wait` then says for how long); returns
+        how many.  Each batch commits with its position: exactly once."""
         if batch < 1:
             raise InvalidInput("batch", "must be at least 1")
         _ = self.origin
+        self.gap_wait = None
         total = 0
         while True:
             try:
@@ -286,8 +210,47 @@ class AuditChain:
             except (sa_exc.OperationalError, ESOperationalError) as e:
                 raise TransientError(f"audit catch-up failed: {type(e).__name__}") from None
             total += n
-            if n < batch or (max_events is not None and total >= max_events):
+            if n < batch or self.gap_wait is not None:
                 return total
+            if max_events is not None and total >= max_events:
+                return total
+
+    def _gap_wait(self, now: float, nid: int) -> float:
+        """Seconds until the gap just below notification id ``nid`` has
+        settled: 0 once ``nid`` has been visible for ``gap_settle``."""
+        old = [(t, m) for t, m in self._watermarks if now - t >= self._settle]
+        young = [(t, m) for t, m in self._watermarks if now - t < self._settle]
+        self._watermarks = old[-1:] + young  # ids grow with time: the last old one covers
+        seen = [t for t, m in self._watermarks if m >= nid]
+        if seen:
+            return max(0.0, self._settle - (now - min(seen)))
+        highest = self.store.recorder.max_notification_id() or nid
+        self._watermarks.append((now, max(int(highest), nid)))
+        return self._settle
+
+    def _gap_free(self, after: int, notes: Sequence[Any]) -> list[Any]:
+        """The prefix of ``notes`` (ascending ids after ``after``) with no
+        unsettled gap; sets :attr:`gap_wait` when it stops at one."""
+        now = self._monotonic()
+        expected = after + 1
+        out: list[Any] = []
+        for n in notes:
+            nid = int(n.id)
+            if nid != expected:
+                wait = self._gap_wait(now, nid)
+                if wait > 0:
+                    self.gap_wait = wait
+                    log.info("audit catch-up waits at a gap before notification id %d", nid)
+                    return out
+            out.append(n)
+            expected = nid + 1
+        return out
+
+    def _previous_recorded_at(self, s: Session, seq: int) -> str:
+        if seq == 0:
+            return EPOCH
+        found = s.execute(select(chain.c.recorded_at).where(chain.c.seq == seq)).scalar()
+        return EPOCH if found is None else str(found)
 
     def _catch_up_batch(self, batch: int) -> int:
         with self.store.session(commit=True) as s:
@@ -296,24 +259,15 @@ class AuditChain:
                 .where(position.c.id == 1)
                 .with_for_update()
             ).one()
-            notes = self.store.recorder.select_notifications(
+            fetched = self.store.recorder.select_notifications(
                 start=int(pos.notification_id), limit=batch, inclusive_of_start=False
             )
+            notes = self._gap_free(int(pos.notification_id), fetched)
             if not notes:
                 return 0
-            facts = []
-            for n in notes:
-                try:
-                    f = event_facts(n.topic, n.state)
-                except ValueError:
-                    raise AuditError(
-                        f"stored event {n.id} has no JSON state; cannot chain it"
-                    ) from None
-                if f.recorded_at is None:
-                    raise AuditError(f"stored event {n.id} has no timestamp; cannot chain it")
-                facts.append(f)
-            wanted = {_uuid_str(n.originator_id) for n in notes}
-            wanted.update(r for f in facts for r in f.references)
+            facts: list[tuple[EventFacts, str | None]] = [_facts(n.topic, n.state) for n in notes]
+            wanted = {uuid_str(n.originator_id) for n in notes}
+            wanted.update(r for f, _bad in facts for r in f.references)
             known: dict[str, tuple[str, str]] = {
                 row.aggregate_id: (row.tenant, row.correlation_id)
                 for row in s.execute(
@@ -323,8 +277,9 @@ class AuditChain:
             new_aggregates: list[dict[str, Any]] = []
             rows: list[dict[str, Any]] = []
             seq, head = int(pos.seq), str(pos.head)
-            for n, f in zip(notes, facts, strict=True):
-                agg_id = _uuid_str(n.originator_id)
+            last_at: str | None = None
+            for n, (f, bad) in zip(notes, facts, strict=True):
+                agg_id = uuid_str(n.originator_id)
                 entry = known.get(agg_id)
                 tenant = f.tenant
                 if tenant is None:
@@ -341,11 +296,26 @@ class AuditChain:
                         {"aggregate_id": agg_id, "tenant": tenant, "correlation_id": corr}
                     )
                 seq += 1
-                assert f.recorded_at is not None
+                recorded_at = f.recorded_at
+                summary = dict(f.summary)
+                if bad is not None:
+                    # Chained as what it is: its digest, its topic, and why it is malformed.
+                    if last_at is None:
+                        last_at = self._previous_recorded_at(s, seq - 1)
+                    recorded_at = last_at
+                    summary[MALFORMED_KEY] = bad
+                    log.warning(
+                        "audit: stored event %d (seq %d) is malformed (%s); chained by its digest",
+                        int(n.id),
+                        seq,
+                        bad,
+                    )
+                assert recorded_at is not None
+                last_at = recorded_at
                 record = make_record(
                     seq=seq,
                     notification_id=int(n.id),
-                    recorded_at=f.recorded_at,
+                    recorded_at=recorded_at,
                     tenant=tenant,
                     aggregate_type=f.aggregate_type,
                     aggregate_id=agg_id,
@@ -353,7 +323,7 @@ class AuditChain:
                     event_type=f.event_type,
                     actor=f.actor,
                     correlation_id=corr,
-                    summary=f.summary,
+                    summary=summary,
                     event_digest=f.event_digest,
                     prev_hash=head,
                 )
@@ -373,7 +343,18 @@ class AuditChain:
             )
             if cast("CursorResult[Any]", result).rowcount != 1:
                 raise ConcurrencyConflict("the audit chain was extended concurrently; retry")
-            return len(notes)
+        self._chained = (seq, head)
+        return len(notes)
+
+    def catch_up_settled(self, batch: int = 1000) -> int:
+        """:meth:`catch_up`, waiting (at most ``gap_settle`` per gap) for
+        the gaps it meets to settle: for an export, which should cover every
+        committed event."""
+        total = self.catch_up(batch)
+        while self.gap_wait is not None:
+            time.sleep(self.gap_wait)
+            total += self.catch_up(batch)
+        return total
 
     # -- reading and re-verifying --------------------------------------------------------
     def _anchor(self, s: Session, first_seq: int) -> tuple[str, int]:
@@ -428,7 +409,7 @@ class AuditChain:
                     )
                 if nid <= prev_nid:
                     raise AuditMismatch(seq, "the chain's notification order was altered")
-                record = _record_of_row(row)
+                record = record_of_row(row)
                 if entry_hash(record) != record["entry_hash"]:
                     raise AuditMismatch(seq, "the audit chain row was altered")
                 if record["prev_hash"] != prev:
@@ -438,7 +419,7 @@ class AuditChain:
                 if sha256_hex(bytes(row.ev_state)) != record["event_digest"]:
                     raise AuditMismatch(seq, "the stored event's state was changed")
                 if (
-                    _uuid_str(row.ev_originator_id) != record["aggregate_id"]
+                    uuid_str(row.ev_originator_id) != record["aggregate_id"]
                     or int(row.ev_originator_version) != record["aggregate_version"]
                     or parse_topic(row.ev_topic) != (record["aggregate_type"], record["event_type"])
                 ):
@@ -473,63 +454,3 @@ class AuditChain:
             if missing:
                 return missing[0]
         return None
-
-    # -- checkpoints ---------------------------------------------------------------------
-    def latest_checkpoint(self) -> Checkpoint | None:
-        _ = self.origin
-        with self.store.session(commit=False) as s:
-            row = s.execute(select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)).first()
-        return None if row is None else _checkpoint_of_row(row)
-
-    def checkpoint(self, now: datetime, batch: int = 1000) -> Checkpoint | None:
-        """Catch up, re-verify the chain since the latest checkpoint, and sign
-        the head.  Returns the latest checkpoint if the head is already
-        signed, or None while the chain is empty."""
-        issued_at = _aware(now, "now")
-        self.catch_up(batch)
-        with self.store.session(commit=False) as s:
-            pos = s.execute(select(position.c.seq, position.c.head).where(position.c.id == 1)).one()
-        head_seq = int(pos.seq)
-        latest = self.latest_checkpoint()
-        if head_seq == 0:
-            return None
-        if latest is not None and latest.seq >= head_seq:
-            return latest
-        start = 1 if latest is None else latest.seq + 1
-        if latest is not None:
-            with self.store.session(commit=False) as s:
-                anchor, _nid = self._anchor(s, start)
-            if anchor != latest.head:
-                raise AuditMismatch(latest.seq, "the chain no longer matches this checkpoint")
-        head = ZERO_HASH
-        for record in self._verified_records(start, head_seq, batch):
-            head = record["entry_hash"]
-        return self._issue(head_seq, head, issued_at)
-
-    def _issue(self, seq: int, head: str, issued_at: str) -> Checkpoint:
-        signature = base64.b64encode(
-            self._signing_key.sign(checkpoint_message(self.origin, seq, head, issued_at))
-        ).decode()
-        cp = Checkpoint(seq, head, issued_at, self.key_id, signature)
-        try:
-            with self.store.session(commit=True) as s:
-                s.execute(select(position.c.id).where(position.c.id == 1).with_for_update()).one()
-                latest = s.execute(
-                    select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)
-                ).first()
-                if latest is not None:
-                    if int(latest.seq) == seq and latest.key_id == self.key_id:
-                        return _checkpoint_of_row(latest)  # issued concurrently
-                    if int(latest.seq) >= seq:
-                        raise ConcurrencyConflict(
-                            "a later checkpoint was issued concurrently; retry"
-                        )
-                    if issued_at < latest.issued_at:
-                        raise InvalidInput("now", "is before the latest checkpoint's issued_at")
-                s.execute(insert(checkpoints).values(**cp.as_dict()))
-        except (sa_exc.IntegrityError, ESIntegrityError):
-            raise ConcurrencyConflict("a checkpoint was issued concurrently; retry") from None
-        log.info("audit checkpoint at seq %d (key %s)", seq, self.key_id)
-        return cp
-
-    # -- export --------------------------------------------------------------------------

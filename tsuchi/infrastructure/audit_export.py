@@ -6,11 +6,13 @@ store as it is written, and readable by the offline verifier
 (:mod:`tsuchi.projections.audit.verify`).  It builds on the chain that
 :class:`~tsuchi.infrastructure.audit.AuditTrail` keeps and re-verifies
 (:meth:`AuditTrail.export <tsuchi.infrastructure.audit.AuditTrail.export>`
-delegates here): the range is chosen so it starts at seq 1 or just after a
-checkpoint and ends at one; records stream in batches (memory stays
-constant) to files under temporary names, renamed only once everything is
-written; any mismatch raises :class:`~tsuchi.errors.AuditMismatch` and
-leaves nothing behind.
+delegates here): it first checks that the chain extends the last checkpoint
+anchored outside the database, and refuses to sign anything else; the range
+is chosen so it starts at seq 1 or just after a checkpoint and ends at one;
+records stream in batches (memory stays constant) to files under temporary
+names, renamed only once everything is written, with a signed manifest; any
+mismatch raises :class:`~tsuchi.errors.AuditMismatch` and leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -26,27 +28,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidSignature
 from sqlalchemy import func, select
 
-from tsuchi.errors import AuditError, AuditMismatch, InvalidInput
-from tsuchi.infrastructure.audit_chain import (
-    AuditChain,
+from tsuchi.errors import AuditError, AuditMismatch, ConcurrencyConflict, InvalidInput
+from tsuchi.infrastructure.audit_checkpoints import AuditCheckpoints
+from tsuchi.infrastructure.audit_tables import (
     Checkpoint,
     Progress,
-    _aware,
-    _checkpoint_of_row,
+    aware,
     chain,
+    checkpoint_of_row,
     checkpoints,
     position,
 )
 from tsuchi.projections.audit.format import (
     CHECKPOINTS_FILE,
     FORMAT,
+    MALFORMED_KEY,
     MANIFEST_FILE,
     RECORDS_FILE,
     canonical_json,
-    checkpoint_message,
+    manifest_message,
     selection_message,
 )
 from tsuchi.projections.audit.records import redacted_stub
@@ -98,7 +100,7 @@ class _Writer:
             p.unlink(missing_ok=True)
 
 
-def _stored_checkpoints(trail: AuditChain, first: int, last: int) -> Iterator[Checkpoint]:
+def _stored_checkpoints(trail: AuditCheckpoints, first: int, last: int) -> Iterator[Checkpoint]:
     """This key's checkpoints with ``first <= seq <= last``, ascending, paged."""
     cur = first
     while True:
@@ -116,21 +118,17 @@ def _stored_checkpoints(trail: AuditChain, first: int, last: int) -> Iterator[Ch
         if not rows:
             return
         for row in rows:
-            yield _checkpoint_of_row(row)
+            yield checkpoint_of_row(row)
         cur = int(rows[-1].seq) + 1
 
 
-def _check_signature(trail: AuditChain, cp: Checkpoint) -> None:
-    try:
-        trail._public.verify(
-            base64.b64decode(cp.signature),
-            checkpoint_message(trail.origin, cp.seq, cp.head, cp.issued_at),
-        )
-    except (InvalidSignature, ValueError):
-        raise AuditMismatch(cp.seq, "the stored checkpoint's signature is invalid") from None
+MALFORMED_LISTED = 1000
+"""At most this many malformed seqs are listed in a manifest (all are counted)."""
 
 
-def _plan(trail: AuditChain, tenant: str | None, since: str | None, until: str | None) -> _Plan:
+def _plan(
+    trail: AuditCheckpoints, tenant: str | None, since: str | None, until: str | None
+) -> _Plan:
     with trail.store.session(commit=False) as s:
         head_seq = int(s.execute(select(position.c.seq).where(position.c.id == 1)).scalar_one())
         if head_seq == 0:
@@ -165,7 +163,7 @@ def _plan(trail: AuditChain, tenant: str | None, since: str | None, until: str |
                     f"the checkpoint closing this range (seq {end.seq}) is signed by "
                     f"another key ({end.key_id}); export a range ending later"
                 )
-            end_cp = _checkpoint_of_row(end)
+            end_cp = checkpoint_of_row(end)
             last = end_cp.seq
         anchor = s.execute(
             select(func.max(checkpoints.c.seq)).where(
@@ -185,8 +183,19 @@ def _plan(trail: AuditChain, tenant: str | None, since: str | None, until: str |
     return _Plan(first, int(last), end_cp)
 
 
+def _check_not_overtaken(trail: AuditCheckpoints, last_seq: int, exported_at: str) -> None:
+    """An export to the head must cover every checkpoint anchored before its
+    ``exported_at`` (the verifier's rule); one anchored concurrently, after
+    the range was chosen, makes this export retry rather than fail later."""
+    if trail.anchor is None:
+        return
+    latest = trail.anchor.latest(trail.origin)
+    if latest is not None and latest.seq > last_seq and latest.issued_at < exported_at:
+        raise ConcurrencyConflict("a checkpoint was anchored while exporting; retry the export")
+
+
 def write_export(
-    trail: AuditChain,
+    trail: AuditCheckpoints,
     out_dir: str | Path,
     now: datetime,
     tenant: str | None = None,
@@ -198,9 +207,9 @@ def write_export(
     """Write an export of ``trail``'s chain to ``out_dir``; returns its
     manifest.  See :meth:`AuditTrail.export
     <tsuchi.infrastructure.audit.AuditTrail.export>`."""
-    issued_at = _aware(now, "now")
-    since_s = None if since is None else _aware(since, "since")
-    until_s = None if until is None else _aware(until, "until")
+    issued_at = aware(now, "now")
+    since_s = None if since is None else aware(since, "since")
+    until_s = None if until is None else aware(until, "until")
     if since_s is not None and until_s is not None and since_s >= until_s:
         raise InvalidInput("since", "must be before until")
     if tenant is not None and not tenant:
@@ -209,7 +218,9 @@ def write_export(
     out.mkdir(parents=True, exist_ok=True)
     if any((out / n).exists() for n in (RECORDS_FILE, CHECKPOINTS_FILE, MANIFEST_FILE)):
         raise InvalidInput("out_dir", "already holds an export; choose an empty directory")
-    trail.catch_up(batch)
+    trail.check_rollback()  # before catch-up re-chains over a rollback
+    trail.catch_up_settled(batch)
+    trail.check_continuity()
     plan = _plan(trail, tenant, since_s, until_s)
     total = plan.last_seq - plan.first_seq + 1
     writer = _Writer(out)
@@ -225,14 +236,20 @@ def write_export(
                 raise AuditMismatch(
                     plan.first_seq - 1, "the anchor checkpoint does not match the chain"
                 )
-            _check_signature(trail, cp)
+            trail.check_signature(cp)
             writer.checkpoint(cp)
             cp = next(cps, None)
         done = 0
         redacted = 0
+        malformed: list[int] = []
+        malformed_count = 0
         head = anchor
         for record in trail._verified_records(plan.first_seq, plan.last_seq, batch):
             seq = record["seq"]
+            if MALFORMED_KEY in record["summary"]:
+                malformed_count += 1
+                if len(malformed) < MALFORMED_LISTED:
+                    malformed.append(seq)
             if tenant is None or record["tenant"] == tenant:
                 writer.record(record)
             else:
@@ -242,7 +259,7 @@ def write_export(
             while cp is not None and cp.seq <= seq:
                 if cp.seq != seq or cp.head != head:
                     raise AuditMismatch(cp.seq, "the stored checkpoint does not match the chain")
-                _check_signature(trail, cp)
+                trail.check_signature(cp)
                 if cp.seq < plan.last_seq or plan.end_checkpoint is not None:
                     writer.checkpoint(cp)
                 cp = next(cps, None)
@@ -251,6 +268,11 @@ def write_export(
                 progress(done, total)
         if plan.end_checkpoint is None:
             writer.checkpoint(trail._issue(plan.last_seq, head, issued_at))
+        else:
+            trail.ensure_anchored(plan.end_checkpoint)
+        bounded = until_s is not None
+        if not bounded:
+            _check_not_overtaken(trail, plan.last_seq, issued_at)
         records_sha256 = writer.digest.hexdigest()
         manifest: dict[str, Any] = {
             "format": FORMAT,
@@ -262,6 +284,10 @@ def write_export(
             "records_sha256": records_sha256,
             "public_key": base64.b64encode(trail.public_key).decode(),
             "key_id": trail.key_id,
+            "exported_at": issued_at,
+            "range": "bounded" if bounded else "head",
+            "malformed_count": malformed_count,
+            "malformed_seqs": malformed,
         }
         if tenant is not None:
             manifest["tenant"] = tenant
@@ -273,6 +299,9 @@ def write_export(
                     )
                 )
             ).decode()
+        manifest["manifest_signature"] = base64.b64encode(
+            trail._signing_key.sign(manifest_message(manifest))
+        ).decode()
         writer.finish(manifest)
     except BaseException:
         writer.abandon()

@@ -11,6 +11,9 @@ each:
 :mod:`~tsuchi.projections.audit.records`
     how a stored tsuchi event becomes a chain record, without decrypting
     anything, and how a tenant export reduces other tenants' records to stubs;
+:mod:`~tsuchi.projections.audit.anchor`
+    the anchor log (signed checkpoints kept outside the database) and its
+    reader;
 :mod:`~tsuchi.projections.audit.verify`
     the offline verifier (:func:`verify_export`, :func:`parse_public_key`).
 
@@ -25,6 +28,8 @@ from tsuchi.projections.audit.format import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_FILE,
     FORMAT,
+    MALFORMED_KEY,
+    MANIFEST_CONTEXT,
     MANIFEST_FIELDS,
     MANIFEST_FILE,
     RECORD_FIELDS,
@@ -37,6 +42,7 @@ from tsuchi.projections.audit.format import (
     checkpoint_message,
     entry_hash,
     key_id,
+    manifest_message,
     selection_message,
     sha256_hex,
     utc_iso,
@@ -66,6 +72,8 @@ __all__ = [
     "CHECKPOINT_CONTEXT",
     "CHECKPOINT_FIELDS",
     "FORMAT",
+    "MALFORMED_KEY",
+    "MANIFEST_CONTEXT",
     "MANIFEST_FIELDS",
     "MANIFEST_FILE",
     "RECORDS_FILE",
@@ -85,6 +93,7 @@ __all__ = [
     "event_facts",
     "key_id",
     "make_record",
+    "manifest_message",
     "parse_public_key",
     "parse_topic",
     "recorded_at_of",

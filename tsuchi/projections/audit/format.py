@@ -44,10 +44,22 @@ database, no engine) shared by the code that builds the chain's records
 ``manifest.json``
     ``format``, ``origin``, ``first_seq``, ``last_seq``, ``record_count``,
     ``anchor_prev_hash``, ``records_sha256``, ``public_key`` (base64 of the
-    raw 32-byte key) and ``key_id`` (first 16 hex of SHA-256 of the raw
-    key).  An export starts at seq 1 (anchor: 64 zeros) or just after a
-    checkpoint, which it includes (its ``head`` is the anchor); it ends with
-    a checkpoint at ``last_seq``.
+    raw 32-byte key), ``key_id`` (first 16 hex of SHA-256 of the raw
+    key), ``exported_at`` (the export's time, UTC format), ``range``
+    (``"head"``: everything chained when it was made; ``"bounded"``: a window
+    that ends earlier on purpose, ``--until``), ``malformed_count`` (records
+    of stored events that could not be read, see :data:`MALFORMED_KEY`),
+    ``malformed_seqs`` (the first 1,000 of their seqs) and
+    ``manifest_signature``: base64 Ed25519 over :func:`manifest_message`, so
+    no field (a cut-back ``last_seq`` or ``records_sha256`` included) can be
+    changed without the key.  An export starts at seq 1 (anchor: 64 zeros)
+    or just after a checkpoint, which it includes (its ``head`` is the
+    anchor); it ends with a checkpoint at ``last_seq``.
+
+A stored event that is not a JSON object, or has no timestamp, is chained as
+what it is: ``event_digest`` of its bytes, type and aggregate from its topic,
+``recorded_at`` of the record before it, and ``summary`` holding
+:data:`MALFORMED_KEY` with a code (``not_json_object`` or ``no_timestamp``).
 
 Tenant-filtered exports (an extension; full exports never use it).  A hash
 chain is global, so one tenant's records alone cannot be verified as a
@@ -76,6 +88,10 @@ from typing import Any
 FORMAT = "tsuchi-audit/v1"
 CHECKPOINT_CONTEXT = "tsuchi-audit-checkpoint/v1"
 SELECTION_CONTEXT = "tsuchi-audit-selection/v1"
+MANIFEST_CONTEXT = "tsuchi-audit-manifest/v1"
+MALFORMED_KEY = "malformed"
+"""``summary`` key of a record whose stored event could not be read (value: why)."""
+RANGES = ("head", "bounded")
 ZERO_HASH = "0" * 64
 
 RECORDS_FILE = "records.jsonl"
@@ -113,6 +129,11 @@ MANIFEST_FIELDS = frozenset(
         "records_sha256",
         "public_key",
         "key_id",
+        "exported_at",
+        "range",
+        "malformed_count",
+        "malformed_seqs",
+        "manifest_signature",
     }
 )
 
@@ -183,6 +204,13 @@ def selection_message(
     return (
         f"{SELECTION_CONTEXT}\n{origin}\n{tenant}\n{first_seq}\n{last_seq}\n{records_sha256}\n"
     ).encode()
+
+
+def manifest_message(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes ``manifest_signature`` covers: the context line, then the
+    canonical JSON of every other manifest field."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_signature"}
+    return MANIFEST_CONTEXT.encode() + b"\n" + canonical_json(body)
 
 
 def key_id(public_key: bytes) -> str:

@@ -1,11 +1,20 @@
 """The offline verifier of ``tsuchi-audit/v1`` exports.
 
 Why this module exists: an auditor checks an export with nothing but its
-three files and the engine's published public key (``tsuchi audit verify``),
-and a failure must name the first bad seq.  This reads the files line by line
-(memory stays constant whatever the export's size) and checks every rule of
-:mod:`tsuchi.projections.audit.format`; it depends on nothing else of
-tsuchi, so it is also a reference for writing an independent verifier.
+three files and a trust root: the engine's published public key, or the
+anchor log kept outside the database (``tsuchi audit verify``), and a failure
+must name the first bad seq.  This reads the files line by line (memory
+stays constant whatever the export's size) and checks every rule of
+:mod:`tsuchi.projections.audit.format` and, with an anchor log, the
+continuity rules of :mod:`tsuchi.projections.audit.anchor`; it depends on
+nothing else of tsuchi, so it is also a reference for writing an independent
+verifier.
+
+Trust: with ``public_key`` every signature must verify with it.  With
+``anchor`` the export's own key must have signed the anchored checkpoints in
+its range.  With neither the export proves nothing about who signed it (a
+forger can re-sign everything with a key of their own), so verification fails
+unless ``trust_embedded_key`` says that is what the caller wants.
 """
 
 from __future__ import annotations
@@ -24,12 +33,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from tsuchi.ports import AnchoredCheckpoint
+from tsuchi.projections.audit.anchor import AnchorIndex, read_anchor_index
 from tsuchi.projections.audit.format import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_FILE,
     FORMAT,
+    MALFORMED_KEY,
     MANIFEST_FIELDS,
     MANIFEST_FILE,
+    RANGES,
     RECORD_FIELDS,
     RECORDS_FILE,
     STUB_FIELDS,
@@ -38,6 +51,7 @@ from tsuchi.projections.audit.format import (
     checkpoint_message,
     entry_hash,
     key_id,
+    manifest_message,
     selection_message,
     utc_iso,
 )
@@ -86,6 +100,12 @@ class VerifyResult:
     key_id: str = ""
     key_supplied: bool = False
     tenant: str | None = None
+    anchored: int = 0
+    """Anchored checkpoints the export was checked against (0 without an anchor log)."""
+    range: str = ""
+    malformed: tuple[int, ...] = ()
+    """Seqs (the first 1,000) whose stored event could not be read; chained by digest."""
+    malformed_count: int = 0
 
     def __bool__(self) -> bool:
         return self.ok
@@ -94,12 +114,28 @@ class VerifyResult:
         if not self.ok:
             where = f" at seq {self.first_bad_seq}" if self.first_bad_seq is not None else ""
             return f"FAILED{where}: {self.reason}"
-        trust = "the given public key" if self.key_supplied else "the export's own key (unpinned)"
+        if self.key_supplied:
+            trust = "the given public key"
+        elif self.anchored:
+            trust = "the key of the anchored checkpoints"
+        else:
+            trust = "the export's own key (unpinned)"
         scope = f", tenant {self.tenant} ({self.redacted} redacted)" if self.tenant else ""
-        return (
-            f"OK: seq {self.first_seq}..{self.last_seq}, {self.records} records{scope}, "
-            f"{self.checkpoints} checkpoints, signed by key {self.key_id} verified with {trust}"
+        text = (
+            f"OK: seq {self.first_seq}..{self.last_seq} ({self.range}), {self.records} "
+            f"records{scope}, {self.checkpoints} checkpoints, signed by key {self.key_id} "
+            f"verified with {trust}"
         )
+        if self.anchored:
+            text += f"; extends {self.anchored} anchored checkpoints"
+        if self.malformed_count:
+            listed = ", ".join(str(s) for s in self.malformed[:20])
+            more = " ..." if self.malformed_count > 20 else ""
+            text += (
+                f"; {self.malformed_count} malformed stored events chained by digest "
+                f"(seq {listed}{more})"
+            )
+        return text
 
 
 class _Bad(Exception):
@@ -140,9 +176,17 @@ def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 class _Verifier:
-    def __init__(self, directory: Path, public_key: bytes | None) -> None:
+    def __init__(
+        self, directory: Path, public_key: bytes | None, anchor: str | Path | None = None
+    ) -> None:
         self.dir = directory
         self.supplied = public_key
+        self.anchor_location = anchor
+        self.anchored: AnchorIndex | None = None
+        self.anchored_matched = 0
+        self.anchored_by_key = False
+        self.malformed: list[int] = []
+        self.malformed_count = 0
         self.records = 0
         self.redacted = 0
         self.checkpoints = 0
@@ -183,6 +227,16 @@ class _Verifier:
             raise _Bad(None, "manifest public_key is not a raw 32-byte Ed25519 key")
         if m["key_id"] != key_id(manifest_key):
             raise _Bad(None, "manifest key_id does not match its public_key")
+        if _parse_time(m["exported_at"]) is None:
+            raise _Bad(None, "manifest exported_at is not a UTC ISO-8601 time")
+        if m["range"] not in RANGES:
+            raise _Bad(None, f"manifest range is not one of {', '.join(RANGES)}")
+        if not _is_int(m["malformed_count"]) or not (
+            isinstance(m["malformed_seqs"], list) and all(_is_int(x) for x in m["malformed_seqs"])
+        ):
+            raise _Bad(None, "manifest malformed_count or malformed_seqs is malformed")
+        if not isinstance(m["manifest_signature"], str):
+            raise _Bad(None, "manifest_signature is not a string")
         self.m = m
         self.origin: str = m["origin"]
         self.first_seq: int = m["first_seq"]
@@ -299,10 +353,76 @@ class _Verifier:
             raise _Bad(seq, "full record of another tenant in a tenant export")
         if entry_hash(r) != r["entry_hash"]:
             raise _Bad(seq, "entry_hash does not match the record's contents")
+        if MALFORMED_KEY in r["summary"]:
+            self.malformed_count += 1
+            if len(self.malformed) < 1000:
+                self.malformed.append(seq)
         return str(r["entry_hash"])
+
+    # anchor log ----------------------------------------------------------------------
+    def load_anchor(self) -> None:
+        if self.anchor_location is None:
+            return
+        index = read_anchor_index(
+            self.anchor_location, self.origin, self.first_seq - 1, self.last_seq
+        )
+        if self.origin not in index.origins:
+            raise _Bad(
+                None,
+                f"the anchor log holds no checkpoint of this chain ({self.origin}): the export "
+                "does not belong to the anchored history",
+            )
+        self.anchored = index
+
+    def check_anchored(self, seq: int, head: str) -> None:
+        """The export's head at ``seq`` against an anchored checkpoint there."""
+        if self.anchored is None:
+            return
+        cp = self.anchored.in_window.get(seq)
+        if cp is None:
+            return
+        if cp.head != head:
+            raise _Bad(
+                seq,
+                "the export's head differs from the checkpoint anchored at this seq: "
+                "history was rewritten",
+            )
+        if cp.key_id == self.key_id:
+            message = checkpoint_message(self.origin, cp.seq, cp.head, cp.issued_at)
+            if not self._signature_ok(cp.signature, message):
+                raise _Bad(seq, "the anchored checkpoint's signature does not verify with the key")
+            self.anchored_by_key = True
+        self.anchored_matched += 1
+
+    def check_anchor_coverage(self) -> None:
+        if self.anchored is None:
+            return
+        if self.anchored_matched == 0:
+            raise _Bad(
+                None,
+                f"no anchored checkpoint falls within the export's range "
+                f"(seq {self.first_seq}..{self.last_seq}); nothing to check it against",
+            )
+        if self.supplied is None and not self.anchored_by_key:
+            raise _Bad(
+                None,
+                f"the anchored checkpoints in range are not signed by the export's key "
+                f"{self.key_id}: the export was signed by another key",
+            )
+        if self.m["range"] == "head":
+            cut: AnchoredCheckpoint | None = next(
+                (c for c in self.anchored.after if c.issued_at < self.m["exported_at"]), None
+            )
+            if cut is not None:
+                raise _Bad(
+                    cut.seq,
+                    f"the export ends at seq {self.last_seq} but this checkpoint was anchored "
+                    "before the export was made: the export was cut off",
+                )
 
     def run(self) -> None:
         self.load_manifest()
+        self.load_anchor()
         digest = hashlib.sha256()
         try:
             rf = (self.dir / RECORDS_FILE).open("rb")
@@ -319,6 +439,7 @@ class _Verifier:
                     raise _Bad(anchor, "no checkpoint at the anchor (the seq before first_seq)")
                 self.check_checkpoint(cp, prev)
                 cp = self.next_checkpoint(cps)
+            self.check_anchored(self.first_seq - 1, prev)
             seq = self.first_seq
             for line in rf:
                 digest.update(line)
@@ -327,6 +448,7 @@ class _Verifier:
                 if cp is not None and cp["seq"] < seq:
                     raise _Bad(cp["seq"], "checkpoint out of order or outside the records")
                 prev = self.check_record(seq, line, prev)
+                self.check_anchored(seq, prev)
                 self.records += 1
                 while cp is not None and cp["seq"] == seq:
                     self.check_checkpoint(cp, prev)
@@ -348,16 +470,43 @@ class _Verifier:
                 raise _Bad(None, "tenant selection signature is invalid")
             if self.m.get("redacted_count") != self.redacted:
                 raise _Bad(None, "manifest redacted_count does not match the records")
+        if not self._signature_ok(self.m["manifest_signature"], manifest_message(self.m)):
+            raise _Bad(
+                None,
+                "manifest signature is invalid: the manifest was changed (a cut-back range, "
+                "other hashes) or signed by another key",
+            )
+        if self.m["malformed_count"] != self.malformed_count:
+            raise _Bad(None, "manifest malformed_count does not match the records")
+        self.check_anchor_coverage()
 
 
-def verify_export(directory: str | Path, public_key: bytes | None = None) -> VerifyResult:
+def verify_export(
+    directory: str | Path,
+    public_key: bytes | None = None,
+    *,
+    anchor: str | Path | None = None,
+    trust_embedded_key: bool = False,
+) -> VerifyResult:
     """Verify an export directory offline, reading records line by line.
 
     ``public_key`` is the raw 32-byte Ed25519 key the verifier trusts (see
-    :func:`parse_public_key`); without it the export's own key is used, which
-    proves integrity but not who signed.
+    :func:`parse_public_key`).  ``anchor`` is the anchor log (a file, or a
+    directory holding ``audit-anchor.jsonl``): the export must extend the
+    checkpoints anchored there (see :mod:`tsuchi.projections.audit.anchor`);
+    a corrupt log raises :class:`~tsuchi.errors.AuditAnchorCorrupt`.  With
+    neither, the export's own key proves integrity but not who signed, and
+    the result is a failure unless ``trust_embedded_key`` is true.
     """
-    v = _Verifier(Path(directory), public_key)
+    if public_key is None and anchor is None and not trust_embedded_key:
+        return VerifyResult(
+            ok=False,
+            reason=(
+                "no trust root: give the published public key or the anchor log "
+                "(or trust the export's own key explicitly)"
+            ),
+        )
+    v = _Verifier(Path(directory), public_key, anchor)
     try:
         v.run()
     except _Bad as bad:
@@ -381,4 +530,8 @@ def verify_export(directory: str | Path, public_key: bytes | None = None) -> Ver
         key_id=v.key_id,
         key_supplied=public_key is not None,
         tenant=v.tenant,
+        anchored=v.anchored_matched,
+        range=str(v.m["range"]),
+        malformed=tuple(v.malformed),
+        malformed_count=v.malformed_count,
     )
