@@ -281,7 +281,16 @@ class Metrics:
         self.backlog_probe = probe
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format (reads the backlog)."""
+        """The registry in Prometheus' text format (reads the backlog).  With
+        ``PROMETHEUS_MULTIPROC_DIR`` set (``tsuchi serve --workers N``), the
+        counts and histograms of every process writing there, summed."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            combined.register(_BacklogCollector(self))
+            return generate_latest(combined)
         return generate_latest(self.registry)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
