@@ -34,6 +34,11 @@ def worker(
         Path | None,
         typer.Option(help="File touched after every successful sweep (for a liveness probe)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve GET /metrics (Prometheus) on this port."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run the scheduler, sweeps, dispatch and projections until SIGTERM/SIGINT."""
     from datetime import timedelta
@@ -52,7 +57,14 @@ def worker(
             w.install_signal_handlers()
             if early_stop:
                 w.stop()
-            w.run(max_seconds=max_seconds)
+            stop_metrics = (
+                engine.metrics.serve(metrics_port, metrics_host) if metrics_port else None
+            )
+            try:
+                w.run(max_seconds=max_seconds)
+            finally:
+                if stop_metrics is not None:
+                    stop_metrics()
     except TsuchiError as e:
         raise fail(e) from None
 

@@ -127,15 +127,27 @@ class _BacklogCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
+        out: list[Metric] = []
+        jobs = self.metrics.jobs_probe
+        if jobs is not None:
+            since = GaugeMetricFamily(
+                "tsuchi_worker_seconds_since_success",
+                "Seconds since each worker job last succeeded (absent: not yet)",
+                labels=["job"],
+            )
+            for job, seconds in sorted(jobs().items()):
+                if seconds is not None:
+                    since.add_metric([job], seconds)
+            out.append(since)
         probe = self.metrics.backlog_probe
         if probe is None:
-            return []
+            return out
         b = probe()
         up = GaugeMetricFamily(
             "tsuchi_backlog_readable", "1 if the last scrape could read the database, else 0"
         )
         up.add_metric([], 1.0 if b.database_up else 0.0)
-        out: list[Metric] = [up]
+        out.append(up)
         depth = GaugeMetricFamily(
             "tsuchi_outbox_depth",
             "Attempts waiting in the outbox, by priority",
@@ -246,6 +258,7 @@ class Metrics:
             registry=r,
         )
         self.backlog_probe: Callable[[], Backlog] | None = None
+        self.jobs_probe: Callable[[], dict[str, float | None]] | None = None
         r.register(_BacklogCollector(self))
 
     # -- the Observer port ----------------------------------------------------------------
@@ -279,6 +292,10 @@ class Metrics:
     def watch(self, probe: Callable[[], Backlog]) -> None:
         """Read the backlog gauges from ``probe`` at each scrape (the engine's)."""
         self.backlog_probe = probe
+
+    def watch_jobs(self, liveness: Callable[[], dict[str, float | None]] | None) -> None:
+        """Report a worker's seconds since each job's last success (None: stop)."""
+        self.jobs_probe = liveness
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (reads the backlog).  With
