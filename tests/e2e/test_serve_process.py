@@ -125,7 +125,7 @@ def headers_only(port: int, request: bytes) -> bytes:
 def test_serve_probes_metrics_and_sigterm_exit_zero(
     serve: tuple[str, Path, subprocess.Popen[str]],
 ) -> None:
-    url, db, proc = serve
+    url, _, proc = serve
     first = signed_post(url)
     assert first.status_code == 200 and first.json()["orphans"] == 1
     assert httpx.post(f"{url}/webhooks/status", content=BODY).status_code == 401
