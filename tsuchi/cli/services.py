@@ -2,8 +2,9 @@
 
 Why this module exists: unlike the other commands, these two do not run and
 exit; they hold an engine open until a signal (``worker``: scheduler, sweeps,
-dispatch and projections) or until the server stops (``serve``: the
-aggregator's status webhooks and the health check), and log at INFO.
+dispatch and projections, and metrics on ``--metrics-port``) or until the
+server stops (``serve``: the aggregator's webhooks, probes and metrics, in one
+or ``--workers`` processes), and log at INFO.  Both exit 0 after SIGTERM.
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ def worker(
             w.install_signal_handlers()
             if early_stop:
                 w.stop()
-            stop_metrics = (
-                engine.metrics.serve(metrics_port, metrics_host) if metrics_port else None
-            )
+            try:
+                stop_metrics = (
+                    engine.metrics.serve(metrics_port, metrics_host) if metrics_port else None
+                )
+            except OSError as e:  # the port is taken or the interface does not exist
+                err.print(f"error: --metrics-port {metrics_port}: {e.strerror or type(e).__name__}")
+                raise typer.Exit(1) from None
             try:
                 w.run(max_seconds=max_seconds)
             finally:
