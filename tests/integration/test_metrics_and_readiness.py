@@ -185,3 +185,36 @@ def test_readiness_fails_while_postgres_is_unreachable_and_passes_when_it_return
     proxy.accepting = True
     assert e.readiness() is None
     assert value(e, "tsuchi_backlog_readable") == 1
+
+
+def test_after_commit_calls_once_per_committed_unit_never_for_a_failed_one(
+    engine: Engine,
+) -> None:
+    from eventsourcing.persistence import IntegrityError
+
+    uow = engine.services.uow
+    calls: list[str] = []
+    attempts: list[int] = []
+
+    def conflicted_once(s: object) -> None:
+        attempts.append(1)
+        uow.after_commit(lambda: calls.append(f"attempt {len(attempts)}"))
+        if len(attempts) == 1:
+            raise IntegrityError("a concurrent writer won")  # retried by the unit
+
+    uow.run(conflicted_once)
+    assert calls == ["attempt 2"]
+
+    def fails(s: object) -> None:
+        uow.after_commit(lambda: calls.append("never"))
+        raise RuntimeError("the command fails")
+
+    with pytest.raises(RuntimeError):
+        uow.run(fails)
+
+    def observer_breaks(s: object) -> None:
+        uow.after_commit(lambda: 1 / 0)  # logged and dropped: the unit committed
+        uow.after_commit(lambda: calls.append("still told"))
+
+    uow.run(observer_breaks)
+    assert calls == ["attempt 2", "still told"]
