@@ -27,7 +27,8 @@ app=engine_app(engine))`` in a host's Starlette or FastAPI app works as is):
 - ``GET /metrics``: Prometheus' text format.
 
 Everything else is 404.  More than ``max_concurrent`` requests at once are
-answered 503 with ``Retry-After``.  Nothing from a request body or header is
+answered 503 with ``Retry-After``; a body that does not arrive within
+``body_timeout`` seconds, 408.  Nothing from a request body or header is
 ever logged, and uvicorn's access log stays off: CM's URLs carry the token.
 """
 
@@ -73,6 +74,7 @@ CM_ROUTES = ("status", "inbound", "events")
 READY_TIMEOUT_S = 5.0
 RETRY_AFTER_S = 5
 DEFAULT_MAX_CONCURRENT = 32
+BODY_TIMEOUT_S = 30.0
 
 Handler = Callable[[Mapping[str, str], bytes], WebhookResult]
 CMHandler = Callable[[str, str, Mapping[str, str], bytes], WebhookResult]
@@ -100,6 +102,7 @@ def create_app(
     ready: Callable[[], str | None] | None = None,
     metrics: Metrics | None = None,
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    body_timeout: float = BODY_TIMEOUT_S,
     on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> ASGIApp:
     """An ASGI app that passes webhook requests to ``handle(headers, body)``
@@ -110,11 +113,15 @@ def create_app(
     ``cm_check(route, token)`` and ``check_headers(headers)`` refuse a request
     before its body is read; ``ready()`` answers ``/readyz`` (None: ready, or
     a short reason); ``metrics`` is served at ``/metrics`` and counts webhook
-    requests; ``on_shutdown`` runs when the server stops (lifespan)."""
+    requests; a body not received within ``body_timeout`` seconds is
+    answered 408, so a slow sender cannot hold a slot of ``max_concurrent``;
+    ``on_shutdown`` runs when the server stops (lifespan)."""
     if max_body < 1:
         raise InvalidInput("max_body", "must be at least 1 byte")
     if max_concurrent < 1:
         raise InvalidInput("max_concurrent", "must be at least 1")
+    if not body_timeout > 0:
+        raise InvalidInput("body_timeout", "must be positive")
 
     def count(route: str, status: int) -> None:
         if metrics is not None:
@@ -130,7 +137,7 @@ def create_app(
             except WebhookRejected as exc:
                 count("status", exc.status)
                 return _rejected(exc)
-        status, payload = await _receive_and_call(request, headers, max_body, handle)
+        status, payload = await _receive_and_call(request, headers, max_body, body_timeout, handle)
         count("status", status)
         return _json(status, payload)
 
@@ -157,7 +164,9 @@ def create_app(
             assert cm is not None
             return cm(route, token, h, b)
 
-        status, payload = await _receive_and_call(request, headers, max_body, call, never_5xx=True)
+        status, payload = await _receive_and_call(
+            request, headers, max_body, body_timeout, call, never_5xx=True
+        )
         count(label, status)
         return _json(status, payload)
 
@@ -262,6 +271,7 @@ async def _receive_and_call(
     request: Request,
     headers: Mapping[str, str],
     max_body: int,
+    timeout: float,
     handle: Handler,
     *,
     never_5xx: bool = False,
@@ -272,7 +282,9 @@ async def _receive_and_call(
     if length is not None and int(length) > max_body:
         return 413, _too_large(max_body)
     try:
-        body = await _read_body(request, max_body)
+        body = await asyncio.wait_for(_read_body(request, max_body), timeout)
+    except TimeoutError:
+        return 408, {"error": f"must arrive within {timeout:g} s", "field": "body"}
     except _TooLarge:
         return 413, _too_large(max_body)
     except ClientDisconnect:
@@ -358,7 +370,7 @@ def _rejected(exc: WebhookRejected) -> Response:
 
 def _json(status: int, payload: Mapping[str, Any], *, retry_after: bool = False) -> Response:
     headers: dict[str, str] = {}
-    if status == 413:
+    if status in (408, 413):
         headers["connection"] = "close"
     if retry_after:
         headers["retry-after"] = str(RETRY_AFTER_S)

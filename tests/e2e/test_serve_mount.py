@@ -133,3 +133,14 @@ def test_requests_beyond_the_bound_are_503_with_retry_after() -> None:
         assert results == [200, 200]
         after = httpx.post(f"{url}/webhooks/status", content=b"{}", timeout=30)
         assert after.status_code == 200
+
+
+def test_a_body_that_does_not_arrive_is_408_and_frees_its_slot() -> None:
+    app = create_app(lambda h, b: WebhookResult(accepted=1), max_concurrent=1, body_timeout=0.5)
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /webhooks/status HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert httpx.post(f"{url}/webhooks/status", content=b"{}").status_code == 200
