@@ -57,7 +57,9 @@ class Engine:
     the database the URL names.  A host may instead pass its own SQLAlchemy
     ``sqlalchemy_engine``, or a ``scoped_session`` whose transactions it
     commits itself.  ``clock`` and ``gateway`` default to the system clock and
-    a seeded :class:`SimulatedCarrierNetwork`.
+    a seeded :class:`SimulatedCarrierNetwork`.  ``metrics`` (a
+    :class:`~tsuchi.infrastructure.metrics.Metrics`) defaults to one with a
+    private Prometheus registry.
     """
 
     def __init__(

@@ -97,15 +97,21 @@ def serve(
     logging.getLogger("tsuchi").setLevel(logging.INFO)
     settings = _explicit_gateway(load_settings(db, keys))
     _check_serve_settings(settings)
+    # A stop request that arrives while the engine opens ends the command, cleanly.
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
     try:
         if workers > 1:
             with Engine(settings):  # keys, database and schema checked once, here
                 pass
             _hand_settings_to_workers(db, keys, settings)
-            run("tsuchi.serve:app_from_environment", host, port, workers=workers)
+            if not early_stop:
+                run("tsuchi.serve:app_from_environment", host, port, workers=workers)
             return
         with Engine(settings) as engine:
-            run(engine_app(engine), host, port)
+            if not early_stop:
+                run(engine_app(engine), host, port)
     except TsuchiError as e:
         raise fail(e) from None
 
