@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from tsuchi import Engine, ManualClock, Settings
+from tsuchi import Engine, ManualClock, Settings, SimulatedCarrierNetwork
 from tsuchi.application.flows.fallbacks import fallback_code
 from tsuchi.errors import GatewayUnavailable
 from tsuchi.infrastructure.metrics import Metrics
@@ -37,9 +37,10 @@ def value(engine: Engine, name: str, **labels: str) -> float:
 
 
 def test_metrics_follow_notices_submissions_reports_and_timers(
-    engine: Engine, clock: ManualClock
+    engine: Engine, clock: ManualClock, network: SimulatedCarrierNetwork
 ) -> None:
     clock.set(T0)
+    network.capability["+818033334444"] = False  # the second customer (au): SMS only
     w = build(engine)
     for i, account in enumerate(w.accounts):
         memo = {"memo": f"{NAMES[i]}様 {NUMBERS[i]}"}
@@ -57,18 +58,25 @@ def test_metrics_follow_notices_submissions_reports_and_timers(
     assert value(engine, notices, outcome="blocked", purpose="marketing", tenant="acme") == 3
     assert value(engine, "tsuchi_outbox_depth", priority="normal") == 3
     engine.dispatch()
-    assert value(engine, "tsuchi_outbox_depth", priority="normal") == 0
+    submissions = "tsuchi_submissions_total"
     accepted = sum(
-        value(engine, "tsuchi_submissions_total", carrier=c, outcome="accepted", tenant="acme")
+        value(engine, submissions, carrier=c, outcome="accepted", channel="plus_message")
         for c in ("docomo", "au", "softbank")
     )
-    assert accepted == 3
+    assert accepted == 2
+    assert value(engine, submissions, carrier="au", outcome="rejected", tenant="acme") == 1
+    assert value(engine, "tsuchi_fallbacks_total", reason="not_capable", carrier="au") == 1
+    assert value(engine, "tsuchi_outbox_depth", priority="normal") == 1  # the SMS attempt
+    engine.dispatch()
+    assert value(engine, submissions, channel="sms", outcome="accepted", carrier="au") == 1
+    assert value(engine, "tsuchi_outbox_depth", priority="normal") == 0
     clock.advance(timedelta(minutes=30))
     engine.sweep()  # the simulator's reports arrive
-    assert value(engine, "tsuchi_delivery_seconds_count", channel="plus_message") == 3
+    assert value(engine, "tsuchi_delivery_seconds_count", channel="plus_message") == 2
+    assert value(engine, "tsuchi_delivery_seconds_count", channel="sms") == 1
     clock.advance(timedelta(days=2))
     engine.sweep()  # delivery TTL timers fire, late
-    assert value(engine, "tsuchi_timer_fire_lag_seconds_count", kind="ttl") == 3
+    assert value(engine, "tsuchi_timer_fire_lag_seconds_count", kind="ttl") == 2
     engine.catch_up_projections()
     text = engine.metrics.exposition().decode()
     assert "tsuchi_audit_chain_lag_events 0.0" in text
