@@ -75,6 +75,8 @@ READY_TIMEOUT_S = 5.0
 RETRY_AFTER_S = 5
 DEFAULT_MAX_CONCURRENT = 32
 BODY_TIMEOUT_S = 30.0
+MIN_WEBHOOK_SECRET = 32
+"""Bytes: a shorter ``webhook_secret`` is refused when the app is built."""
 
 Handler = Callable[[Mapping[str, str], bytes], WebhookResult]
 CMHandler = Callable[[str, str, Mapping[str, str], bytes], WebhookResult]
@@ -382,8 +384,11 @@ def engine_app(engine: Engine, *, close_engine: bool = False) -> ASGIApp:
     """The app for ``engine``, configured from its settings: tsuchi's own
     webhooks when ``webhook_secret`` is set, CM.com's callbacks when
     ``cm_webhook_token`` is, probes and the engine's metrics.
-    ``close_engine``: close it when the server stops."""
+    ``close_engine``: close it when the server stops.  A webhook secret under
+    32 bytes is refused (:class:`InvalidInput`)."""
     s = engine.settings
+    if s.webhook_secret is not None and len(s.webhook_secret.encode()) < MIN_WEBHOOK_SECRET:
+        raise InvalidInput("webhook_secret", f"must be at least {MIN_WEBHOOK_SECRET} bytes")
 
     def header_check(headers: Mapping[str, str]) -> None:
         check_auth_headers(headers, allow_token=s.webhook_allow_token)

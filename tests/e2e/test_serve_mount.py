@@ -144,3 +144,17 @@ def test_a_body_that_does_not_arrive_is_408_and_frees_its_slot() -> None:
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert httpx.post(f"{url}/webhooks/status", content=b"{}").status_code == 200
+
+
+def test_engine_app_refuses_a_short_webhook_secret(tmp_path: Path) -> None:
+    from tsuchi.errors import InvalidInput
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'short.db'}",
+        keys_dir=tmp_path / "keys",
+        create_keys=True,
+        webhook_secret="only-twenty-one-bytes",
+    )
+    with Engine(settings) as e, pytest.raises(InvalidInput) as refused:
+        engine_app(e)
+    assert refused.value.field == "webhook_secret" and "32" in refused.value.rule

@@ -116,9 +116,6 @@ def serve(
         raise fail(e) from None
 
 
-MIN_WEBHOOK_SECRET = 32
-
-
 def _check_serve_settings(settings: Settings) -> None:
     """Refuse at start (exit 2, one line naming the setting) what would make
     every webhook fail later."""
@@ -128,6 +125,8 @@ def _check_serve_settings(settings: Settings) -> None:
     if not settings.webhook_secret and not settings.cm_webhook_token:
         err.print("error: set TSUCHI_WEBHOOK_SECRET (or TSUCHI_CM_WEBHOOK_TOKEN)")
         raise typer.Exit(1)
+    from tsuchi.serve import MIN_WEBHOOK_SECRET
+
     secret = settings.webhook_secret
     if secret is not None and len(secret.encode()) < MIN_WEBHOOK_SECRET:
         err.print(
