@@ -58,8 +58,17 @@ from tsuchi.errors import (
 )
 from tsuchi.infrastructure.clock import ManualClock, SystemClock
 from tsuchi.infrastructure.crypto import LocalKMS, init_keys
+from tsuchi.infrastructure.metrics import Metrics
 from tsuchi.infrastructure.simulator import NetworkProfile, SimulatedCarrierNetwork
-from tsuchi.ports import Clock, Gateway, KeyEncryptionKey, StatusReport, Submission, SubmitResult
+from tsuchi.ports import (
+    Clock,
+    Gateway,
+    KeyEncryptionKey,
+    Observer,
+    StatusReport,
+    Submission,
+    SubmitResult,
+)
 from tsuchi.settings import Settings
 
 __version__ = "0.1.0"
@@ -96,8 +105,10 @@ __all__ = [
     "ManualClock",
     "MessageStatus",
     "MessageView",
+    "Metrics",
     "NetworkProfile",
     "NotFound",
+    "Observer",
     "Personal",
     "PersonalDataError",
     "ProjectionError",

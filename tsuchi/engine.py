@@ -42,6 +42,8 @@ from tsuchi.infrastructure.audit_anchor import FileAuditAnchor
 from tsuchi.infrastructure.clock import SystemClock
 from tsuchi.infrastructure.crypto import KeyRing
 from tsuchi.infrastructure.delivery_report import DeliveryReport
+from tsuchi.infrastructure.metrics import Metrics, read_backlog
+from tsuchi.infrastructure.readiness import readiness_problem
 from tsuchi.infrastructure.sql import DatabaseEngine, ScopedSession, Session
 from tsuchi.ports import Clock, Gateway, KeyEncryptionKey, StatusReport
 from tsuchi.settings import Settings, normalise_database_url
@@ -56,7 +58,9 @@ class Engine:
     the database the URL names.  A host may instead pass its own SQLAlchemy
     ``sqlalchemy_engine``, or a ``scoped_session`` whose transactions it
     commits itself.  ``clock`` and ``gateway`` default to the system clock and
-    a seeded :class:`SimulatedCarrierNetwork`.
+    a seeded :class:`SimulatedCarrierNetwork`.  ``metrics`` (a
+    :class:`~tsuchi.infrastructure.metrics.Metrics`) defaults to one with a
+    private Prometheus registry.
     """
 
     def __init__(
@@ -68,8 +72,12 @@ class Engine:
         keyring: KeyRing | None = None,
         sqlalchemy_engine: DatabaseEngine | None = None,
         session: ScopedSession | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self.metrics = metrics if metrics is not None else Metrics()
+        """The engine's Prometheus metrics (a private registry unless ``metrics``
+        is given): ``engine.metrics.registry`` for a host's exporter."""
         self.clock: Clock = clock or SystemClock()
         self.gateway: Gateway = gateway or default_gateway(self.settings, self.clock)
         url = None
@@ -81,11 +89,12 @@ class Engine:
         self.keyring = keyring or load_keyring(self.settings, url, probe)
         self.store = open_store(self.settings, self.keyring, url, sqlalchemy_engine, session)
         self._owns_engine = url is not None
-        ctx = Context(self.settings, self.clock, self.store, self.keyring)
+        ctx = Context(self.settings, self.clock, self.store, self.keyring, self.metrics)
         self.store.check_schema_and_keys(self.keyring.kek.key_id, allow_new=fresh)
         self.services = build_services(ctx, self.gateway)
         self._audit: AuditTrail | None = None
         self._delivery_report: DeliveryReport | None = None
+        self.metrics.watch(lambda: read_backlog(self.store, self.gateway, self.now()))
         log.info("engine opened (%s)", self.store.engine.dialect.name)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -510,6 +519,12 @@ class Engine:
     def urgent_due(self) -> bool:
         """Whether an urgent notice waits to be claimed (one read, no lock)."""
         return self.services.dispatch.urgent_due()
+
+    def readiness(self) -> str | None:
+        """None when this engine can work now (database reachable, its file
+        where the URL names it, schema current, the loaded KEK the database's);
+        otherwise a short reason.  ``GET /readyz`` answers 503 with it."""
+        return readiness_problem(self.store, self.keyring.kek.key_id)
 
     def pending_dispatch(self) -> int:
         """How many messages wait in the outbox."""

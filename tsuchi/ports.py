@@ -127,3 +127,63 @@ class AuditAnchor(Protocol):
     def origins(self) -> frozenset[str]:
         """Every chain origin the log holds checkpoints of."""
         ...
+
+
+class Observer(Protocol):
+    """What the services report for metrics, after the unit of work that did
+    it committed.  Every argument is a code free of personal data (tenant,
+    purpose, channel, carrier, outcome): never a number, a name, a customer
+    reference or a message id."""
+
+    def notice_requested(self, tenant: str, purpose: str, outcome: str) -> None:
+        """A new notice was decided: ``outcome`` routed, blocked or deferred."""
+        ...
+
+    def submitted(self, tenant: str, channel: str, carrier: str, outcome: str) -> None:
+        """One attempt handed to the gateway: accepted, unconfirmed or rejected."""
+        ...
+
+    def gateway_error(self, error: str) -> None:
+        """A whole submission call failed (``error``: a rule code or type name)."""
+        ...
+
+    def unconfirmed(self, count: int) -> None:
+        """Interrupted submissions recorded as submitted-unconfirmed."""
+        ...
+
+    def progressed(self, channel: str, kind: str, seconds: float) -> None:
+        """An attempt was delivered or read (``kind``), ``seconds`` after submission."""
+        ...
+
+    def fell_back(self, reason: str, carrier: str) -> None:
+        """An attempt fell back to SMS (``reason``: a short code)."""
+        ...
+
+    def timer_fired(self, kind: str, lag_seconds: float) -> None:
+        """A durable timer fired ``lag_seconds`` after it fell due."""
+        ...
+
+
+class NullObserver:
+    """Reports nothing: the observer of an engine without metrics."""
+
+    def notice_requested(self, tenant: str, purpose: str, outcome: str) -> None:
+        pass
+
+    def submitted(self, tenant: str, channel: str, carrier: str, outcome: str) -> None:
+        pass
+
+    def gateway_error(self, error: str) -> None:
+        pass
+
+    def unconfirmed(self, count: int) -> None:
+        pass
+
+    def progressed(self, channel: str, kind: str, seconds: float) -> None:
+        pass
+
+    def fell_back(self, reason: str, carrier: str) -> None:
+        pass
+
+    def timer_fired(self, kind: str, lag_seconds: float) -> None:
+        pass

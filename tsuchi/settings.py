@@ -234,6 +234,15 @@ class Settings(BaseSettings):
         description="Shared secret that signs inbound webhooks (X-Tsuchi-Signature / Token).",
     )
     webhook_max_body: int = Field(default=1 << 20, ge=1024)
+    max_concurrent_requests: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description=(
+            "tsuchi serve: requests handled at once per process (bodies are buffered up to "
+            "webhook_max_body each); more are answered 503 with Retry-After."
+        ),
+    )
     webhook_allow_token: bool = Field(
         default=False,
         description=(

@@ -27,7 +27,9 @@ scheduler and the urgent dispatcher are alive: if either has died, the
 worker stops and raises :class:`~tsuchi.errors.WorkerDied`, and ``tsuchi
 worker`` exits 1 so a supervisor restarts it.  :meth:`Worker.liveness` gives
 the seconds since each job last succeeded; ``heartbeat`` (a file path) is
-touched after every successful sweep, for a liveness probe.
+touched after every successful sweep, for a liveness probe; while the worker
+runs, the engine's metrics report the same ages
+(``tsuchi_worker_seconds_since_success``).
 
 On SIGTERM or SIGINT the worker stops scheduling, lets the job in flight
 finish, and returns.
@@ -227,6 +229,7 @@ class Worker:
         """Block until :meth:`stop` (or a signal, or ``max_seconds``)."""
         with _ACTIVE_LOCK:
             _ACTIVE[self.worker_id] = self
+        self.engine.metrics.watch_jobs(self.liveness)
         scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -300,4 +303,5 @@ class Worker:
                 pass
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(self.worker_id, None)
+            self.engine.metrics.watch_jobs(None)
             log.info("worker %s stopped after %d sweeps", self.worker_id, self.sweeps)

@@ -1,4 +1,5 @@
-"""What every service reads and nothing changes: settings, clock, store, keys.
+"""What every service reads and nothing changes: settings, clock, store, keys
+and the observer that metrics listen through.
 
 One :class:`Context` is built by the facade and handed to each service, so a
 service's constructor names only the context and the services it calls.
@@ -6,12 +7,12 @@ service's constructor names only the context and the services it calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tsuchi.infrastructure.crypto import KeyRing, blind_index
 from tsuchi.infrastructure.store import AggregateStore
-from tsuchi.ports import Clock
+from tsuchi.ports import Clock, NullObserver, Observer
 from tsuchi.settings import Settings
 
 
@@ -21,6 +22,8 @@ class Context:
     clock: Clock
     store: AggregateStore
     keyring: KeyRing
+    observer: Observer = field(default_factory=NullObserver)
+    """Told what committed, for metrics (see :meth:`UnitOfWork.after_commit`)."""
 
     def now(self) -> datetime:
         """The clock's time, always timezone-aware (UTC if the clock is naive)."""

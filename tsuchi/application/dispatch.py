@@ -12,6 +12,7 @@ A batch that holds an urgent notice holds urgent notices only.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -30,12 +31,35 @@ from tsuchi.domain.values import Channel, MessageStatus
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import outbox as outbox_table
 from tsuchi.policies.purpose import decide_purpose
-from tsuchi.ports import Gateway, Submission
+from tsuchi.ports import Gateway, Observer, Submission, SubmitResult
 
 log = logging.getLogger("tsuchi")
 
 RETRY_AFTER_GATEWAY_ERROR = timedelta(seconds=30)
 Ready = dict[tuple[str, int], dict[str, Any]]
+_CODE = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def _outcome(res: SubmitResult) -> str:
+    if not res.accepted:
+        return "rejected"
+    return "unconfirmed" if res.reason == "unconfirmed" else "accepted"
+
+
+def _observe_submissions(observer: Observer, outcomes: list[tuple[str, str, str, str]]) -> None:
+    for tenant, channel, carrier, outcome in outcomes:
+        observer.submitted(tenant, channel, carrier, outcome)
+    unconfirmed = sum(o[3] == "unconfirmed" for o in outcomes)
+    if unconfirmed:
+        observer.unconfirmed(unconfirmed)
+
+
+def _error_code(exc: Exception) -> str:
+    """A gateway error as a short code: its rule when it is one, else its type."""
+    rule = getattr(exc, "rule", None)
+    if isinstance(rule, str) and _CODE.fullmatch(rule):
+        return rule
+    return type(exc).__name__
 
 
 def _is_current(m: Message, attempt: int) -> bool:
@@ -99,6 +123,7 @@ class Dispatch:
         known_fn = getattr(self.gateway, "known", None)
         known: set[str] | None = set(known_fn(refs)) if callable(known_fn) else None
         resubmit: list[tuple[str, int]] = []
+        unconfirmed = 0
         for (mid_hex, attempt), ref in zip(rows, refs, strict=True):
             if known is not None and ref not in known:
                 outbox_table.reclaim_for_resubmission(
@@ -118,11 +143,15 @@ class Dispatch:
             )
             self.fallbacks.on_submitted(s, m, attempt, now)
             self.uow.save_message_now(s, m)
+            unconfirmed += known is None
             log.warning(
                 "interrupted submission of %s reconciled (%s)",
                 mid_hex,
                 "unconfirmed" if known is None else "gateway has it",
             )
+        if unconfirmed:
+            observer = self.ctx.observer
+            self.uow.after_commit(lambda: observer.unconfirmed(unconfirmed))
         return resubmit
 
     def prepare(
@@ -165,15 +194,17 @@ class Dispatch:
             return 0
         try:
             results = self.gateway.submit(subs) if subs else []
-        except Exception:
+        except Exception as exc:
             # Nothing was recorded as submitted: hand the rows back for a later
             # pass (after a pause, so an unavailable gateway is not hammered).
+            self.ctx.observer.gateway_error(_error_code(exc))
             retry_at = self.ctx.now() + RETRY_AFTER_GATEWAY_ERROR
             self.uow.run(lambda s: outbox_table.release(s, list(ready), retry_at))
             raise
         by_ref = {r.reference: r for r in results}
 
         def record(s: Session) -> None:
+            outcomes: list[tuple[str, str, str, str]] = []
             reuse = dict(held)
             held.clear()
             self.uow.prefetch_messages([UUID(hex=mid_hex) for mid_hex, _ in ready], reuse)
@@ -194,6 +225,9 @@ class Dispatch:
                     )
                     self.fallbacks.fall_back(s, m, res.reason or res.code)
                 self.uow.save_message(s, m)
+                cur = next(a for a in m.attempts if a.number == attempt)
+                outcomes.append((m.tenant, cur.channel.value, cur.carrier.value, _outcome(res)))
+            self.uow.after_commit(lambda: _observe_submissions(self.ctx.observer, outcomes))
 
         self.uow.run(record)
         return len(subs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from uuid import UUID
 
 from tsuchi.application import validation as v
@@ -152,5 +153,24 @@ class Inbound:
                 and m.current.channel is Channel.PLUS_MESSAGE
             ):
                 self.accounts.learn_capability(m.account_id, Capability.YES, "delivery report", at)
+            if changed and r.kind in ("delivered", "read"):
+                self._observe_progress(m, attempt, r.kind, at)
         self.uow.save_message(s, m)
         return APPLIED if changed else DUPLICATE
+
+    def _observe_progress(self, m: Message, attempt: int, kind: str, at: datetime) -> None:
+        """Report how long after its submission the attempt was delivered or read."""
+        submitted = next(
+            (
+                e.at
+                for e in reversed(m.timeline)
+                if e.status == "submitted" and e.attempt == attempt
+            ),
+            None,
+        )
+        channel = next((a.channel.value for a in m.attempts if a.number == attempt), None)
+        if submitted is None or channel is None:
+            return
+        seconds = max((at - v.aware(submitted)).total_seconds(), 0.0)
+        observer = self.ctx.observer
+        self.uow.after_commit(lambda: observer.progressed(channel, kind, seconds))

@@ -150,6 +150,10 @@ class Notices:
             )
             self.decide(s, msg, sender, account, now)
             self.uow.add_message(s, msg)
+            observer, outcome = self.ctx.observer, msg.status.value
+            self.uow.after_commit(
+                lambda: observer.notice_requested(sender.tenant, msg.purpose.value, outcome)
+            )
             return MessageView.of(msg)
 
         try:

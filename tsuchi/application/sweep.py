@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from tsuchi.application import validation as v
 from tsuchi.application.context import Context
 from tsuchi.application.dispatch import Dispatch
 from tsuchi.application.flows import broadcasts as broadcasts_flow
@@ -122,5 +123,7 @@ class Sweep:
             # it is recorded as fired so it does not fire forever.
             log.warning("timer %s: %s", t.kind, type(err).__name__)
             self.uow.run(lambda s: timers_table.mark_fired(s, t, self.ctx.now()))
+        lag = max((self.ctx.now() - v.aware(t.due_at)).total_seconds(), 0.0)
+        self.ctx.observer.timer_fired(t.kind, lag)  # its unit has committed
         if t.late:
             log.info("timer %s fired late (due %s)", t.kind, t.due_at.isoformat())

@@ -86,9 +86,18 @@ class _Scope:
     checked: set[tuple[UUID, int, str, str]] = field(default_factory=set)
     pending: _Pending | None = None  # None inside a host's transaction
     cacheable: bool = True  # states are committed on a clean exit
+    committed: list[Callable[[], None]] = field(default_factory=list)  # after_commit
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("tsuchi_unit_of_work", default=None)
+
+
+def _notify(calls: list[Callable[[], None]]) -> None:
+    for fn in calls:
+        try:
+            fn()
+        except Exception as e:  # an observer never fails a command that committed
+            log.warning("after-commit observer failed: %s", type(e).__name__)
 
 
 class UnitOfWork:
@@ -126,6 +135,7 @@ class UnitOfWork:
                     self._promote(scope, erasures)
                     if scope.pending is not None and scope.pending.urgent:
                         self.urgent_committed.set()  # committed: wake the dispatcher
+                    _notify(scope.committed)
                 return result
             except IntegrityError:
                 if last:
@@ -143,6 +153,18 @@ class UnitOfWork:
                 if token is not None:
                     _SCOPE.reset(token)
         raise AssertionError("unreachable")
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the outermost unit has committed (at once outside
+        a unit); a retried unit forgets the calls of its failed attempt, and a
+        unit that fails makes none.  Inside a host's transaction they are made
+        when tsuchi's part is done, since the host commits later.  For metrics:
+        ``fn`` must not fail (what it raises is logged and dropped)."""
+        scope = _SCOPE.get()
+        if scope is None:
+            _notify([fn])
+        else:
+            scope.committed.append(fn)
 
     def read(self) -> Any:
         """A read-only session (joined if a unit is open): ``with uow.read() as s``."""

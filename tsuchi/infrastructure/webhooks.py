@@ -103,6 +103,29 @@ def authenticate(
     raise WebhookRejected(401, "authorization", "signature or token header required")
 
 
+def check_auth_headers(headers: Mapping[str, str], *, allow_token: bool = False) -> None:
+    """Refuse (401) a request whose authentication headers cannot succeed,
+    before its body is read: no ``X-Tsuchi-Signature`` (nor, when allowed,
+    ``X-Tsuchi-Token``), or a signature not of the form ``t=<unix>,v1=<hex>``.
+    The signature itself needs the body: :func:`authenticate` checks it."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    signature = lowered.get(SIGNATURE_HEADER)
+    if signature is None:
+        if allow_token and lowered.get(TOKEN_HEADER):
+            return
+        raise WebhookRejected(401, "authorization", "signature or token header required")
+    parts = [p.strip().partition("=") for p in signature.split(",")]
+    stamps = [v for k, sep, v in parts if sep and k == "t"]
+    macs = [v for k, sep, v in parts if sep and k == "v1"]
+    if (
+        len(stamps) != 1
+        or not _SIG_TIMESTAMP.fullmatch(stamps[0])
+        or not macs
+        or not any(_SIG_HEX.fullmatch(m) for m in macs)
+    ):
+        raise WebhookRejected(401, SIGNATURE_HEADER, "must be t=<unix>,v1=<hex>")
+
+
 def _verify_signature(
     header: str, body: bytes, key: bytes, now: datetime, tolerance: float
 ) -> None:
@@ -229,6 +252,7 @@ __all__ = [
     "TOLERANCE_S",
     "WebhookRejected",
     "authenticate",
+    "check_auth_headers",
     "check_size",
     "parse_status_webhook",
     "read_status_webhook",

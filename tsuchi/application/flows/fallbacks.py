@@ -8,6 +8,7 @@ number cannot take +Message is remembered on the account.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -21,6 +22,22 @@ from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql.timers import NewTimer, Timer
 
 TTL, READ_WINDOW = "ttl", "read_window"
+_CODE = re.compile(r"[a-z_]{1,32}")
+
+
+def fallback_code(reason: str) -> str:
+    """The short code a fallback is counted under: ``failed``, ``expired``,
+    ``ttl``, ``read_window``, or the gateway's rejection reason (a code such
+    as ``not_capable``); ``other`` for anything else."""
+    for prefix, code in (
+        ("failed", "failed"),
+        ("expired", "expired"),
+        ("no delivery within TTL", TTL),
+        ("urgent notice not read", READ_WINDOW),
+    ):
+        if reason.startswith(prefix):
+            return code
+    return reason if _CODE.fullmatch(reason) else "other"
 
 
 def _attempt_timer(kind: str, prefix: str, m: Message, attempt: int, due: datetime) -> NewTimer:
@@ -73,6 +90,8 @@ class Fallbacks:
             )
         attempt = m.fall_back(reason, cur.carrier, self.ctx.now())
         self.notices.enqueue(s, m, attempt, self.ctx.now())
+        observer, code, carrier = self.ctx.observer, fallback_code(reason), cur.carrier.value
+        self.uow.after_commit(lambda: observer.fell_back(code, carrier))
 
     def _attempt_message(self, t: Timer) -> tuple[Message, int] | None:
         m = self.notices.find(UUID(hex=t.payload["message_id"]))

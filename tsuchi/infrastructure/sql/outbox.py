@@ -162,3 +162,14 @@ def urgent_due(s: Session, now: datetime, stale_before: datetime) -> bool:
 
 def count(s: Session) -> int:
     return int(s.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+
+def backlog(s: Session, now: datetime) -> tuple[dict[int, int], datetime | None]:
+    """Rows waiting, by priority, and the due time of the oldest row that is
+    due now (None when none is): read at a metrics scrape."""
+    depth = {
+        int(p): int(n)
+        for p, n in s.execute(select(outbox.c.priority, func.count()).group_by(outbox.c.priority))
+    }
+    oldest = s.execute(select(func.min(outbox.c.due_at)).where(outbox.c.due_at <= now)).scalar()
+    return depth, oldest

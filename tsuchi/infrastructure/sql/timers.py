@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -126,3 +126,12 @@ def pending(session: Session, prefix: str) -> list[str]:
             select(timers.c.id).where(timers.c.id.startswith(prefix), timers.c.fired_at.is_(None))
         )
     ]
+
+
+def oldest_due(session: Session, now: datetime) -> datetime | None:
+    """The due time of the oldest unfired timer that is due (None when none
+    is): how far the sweeps lag, read at a metrics scrape."""
+    oldest = session.execute(
+        select(func.min(timers.c.due_at)).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+    ).scalar()
+    return None if oldest is None else _aware(oldest)
