@@ -6,6 +6,7 @@ when the host constructs :class:`Engine`.
 
 from tsuchi import errors
 from tsuchi.domain.personal import ERASED, Personal
+from tsuchi.domain.suggestions import Suggestion, SuggestionAction
 from tsuchi.domain.values import Capability, Carrier, Channel, MessageStatus, Purpose, Urgency
 from tsuchi.engine import (
     AccountView,
@@ -109,6 +110,8 @@ __all__ = [
     "StatusReport",
     "Submission",
     "SubmitResult",
+    "Suggestion",
+    "SuggestionAction",
     "SweepStats",
     "SystemClock",
     "TemplateNotApproved",

@@ -37,6 +37,7 @@ from tsuchi.application.views import (
     WebhookResult,
 )
 from tsuchi.domain.deadline import deadline_id
+from tsuchi.domain.suggestions import Suggestion
 from tsuchi.infrastructure.audit import AuditTrail
 from tsuchi.infrastructure.clock import SystemClock
 from tsuchi.infrastructure.crypto import KeyRing
@@ -255,11 +256,12 @@ class Engine:
         plus_message_text: str,
         sms_text: str,
         variables: dict[str, str] | None = None,
-        suggestions: tuple[str, ...] | list[str] = (),
+        suggestions: Sequence[str | Suggestion] = (),
         author: str,
         attachments: list[dict[str, Any]] | None = None,
     ) -> int:
-        """Draft a new version of a template (creating the template on first use)."""
+        """Draft a new version of a template (creating the template on first use).
+        ``suggestions``: labels (reply suggestions) or :class:`~tsuchi.Suggestion` values."""
         return self.services.templates.draft(
             sender_id,
             name,

@@ -44,7 +44,7 @@ class Replies:
         elif m.correlation_id.startswith(broadcasts.CORRELATION_PREFIX):
             self.broadcasts.on_reply(s, m, text, postback)
         if m.purpose is Purpose.MARKETING and is_opt_out(
-            text or postback, self.ctx.settings.opt_out_keywords
+            text, self.ctx.settings.opt_out_keywords, postback
         ):
             self._opt_out(s, m)
 
