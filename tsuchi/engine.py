@@ -32,6 +32,8 @@ from tsuchi.application.sweep import SweepStats
 from tsuchi.application.views import (
     AccountView,
     ConsentView,
+    InboundMediaView,
+    InboundView,
     MessageView,
     SenderView,
     WebhookResult,
@@ -368,6 +370,13 @@ class Engine:
         400 for a body that cannot be parsed."""
         return self.services.callbacks.handle(route, token, headers, body)
 
+    def inbound(self, account_id: UUID) -> list[InboundView]:
+        """What the customer wrote (incoming messages), oldest first: text and
+        media references (URL, MIME type, size; never fetched) decrypted, the
+        notice each answered (None if it matched none); the erased marker
+        once the customer is erased."""
+        return self.services.conversations.of_account(account_id)
+
     # -- flows -----------------------------------------------------------------------
     def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
         """One worker pass: dispatch (urgent first), status reports, due timers.
@@ -508,6 +517,8 @@ __all__ = [
     "ConsentView",
     "DeadlineSpec",
     "Engine",
+    "InboundMediaView",
+    "InboundView",
     "MessageView",
     "SenderView",
     "SweepStats",

@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         description="No answer to a fraud alert within this time: EscalationRequired.",
     )
     opt_out_keywords: tuple[str, ...] = ("STOP", "停止", "配信停止")
+    reply_window: timedelta = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description=(
+            "An incoming message without CM's messageContext answers the latest message "
+            "sent to its number within this time before it was written."
+        ),
+    )
     opt_out_confirmation_template: str = "opt_out_confirmation"
     reminder_time: str = Field(default="10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     reminder_time_zone: str = "Asia/Tokyo"
