@@ -35,6 +35,7 @@ from tsuchi.application.views import (
     InboundMediaView,
     InboundView,
     MessageView,
+    ReplyResult,
     SenderView,
     WebhookResult,
 )
@@ -377,6 +378,12 @@ class Engine:
         once the customer is erased."""
         return self.services.conversations.of_account(account_id)
 
+    def reply(self, account_id: UUID, text: str, *, operator: str) -> ReplyResult:
+        """An operator answers the customer in free text, within
+        ``operator_reply_window`` after they last wrote, on their channel;
+        recorded with ``operator`` before it is sent (once, never retried)."""
+        return self.services.conversations.reply(account_id, text, operator)
+
     # -- flows -----------------------------------------------------------------------
     def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
         """One worker pass: dispatch (urgent first), status reports, due timers.
@@ -520,6 +527,7 @@ __all__ = [
     "InboundMediaView",
     "InboundView",
     "MessageView",
+    "ReplyResult",
     "SenderView",
     "SweepStats",
     "WebhookResult",

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
             "sent to its number within this time before it was written."
         ),
     )
+    operator_reply_window: timedelta = Field(
+        default=timedelta(hours=24),
+        gt=timedelta(0),
+        description="An operator may answer a customer in free text this long after they wrote.",
+    )
     opt_out_confirmation_template: str = "opt_out_confirmation"
     reminder_time: str = Field(default="10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     reminder_time_zone: str = "Asia/Tokyo"

@@ -168,7 +168,7 @@ def build_services(ctx: Context, gateway: Gateway) -> Services:
     inbound = Inbound(ctx, uow, gateway, notices, accounts, fallbacks, replies)
     privacy = Privacy(ctx, uow, accounts, consents, notices, senders, templates)
     sweep = Sweep(ctx, uow, dispatch, inbound, fallbacks, deadlines, fraud, broadcasts)
-    conversations = Conversations(ctx, uow, accounts, notices, inbound, replies)
+    conversations = Conversations(ctx, uow, gateway, senders, accounts, notices, inbound, replies)
     return Services(
         uow,
         senders,

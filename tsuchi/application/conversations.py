@@ -20,35 +20,50 @@ share the number, an unmatched MO goes to the one our latest message went
 to.  An MO from a number no account has (or none ever received a message
 among several) is kept only as an orphan under the number's blind-index
 digest: no text, no number.
+
+An operator answers in free text with :meth:`Conversations.reply`: only
+within ``operator_reply_window`` after the customer last wrote, checked like
+a body (length, control characters, no card number), sent to the account's
+number on the channel the customer used, from the sender they last talked
+to, and recorded with the operator's identity before the gateway is called.
+A reply is handed over once: it is not retried and has no fallback.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid5
 
+from tsuchi.application import validation as v
 from tsuchi.application.accounts import Accounts
 from tsuchi.application.context import Context
 from tsuchi.application.flows.replies import Replies
 from tsuchi.application.inbound import APPLIED, DUPLICATE, ORPHAN, Inbound
 from tsuchi.application.notices import Notices
+from tsuchi.application.senders import Senders
 from tsuchi.application.unit_of_work import UnitOfWork
-from tsuchi.application.views import InboundMediaView, InboundView
+from tsuchi.application.views import InboundMediaView, InboundView, ReplyResult
+from tsuchi.domain.channels import PLUS_MESSAGE_MAX_CHARS, check_plus_message_body, check_sms_body
 from tsuchi.domain.conversation import Conversation, conversation_id
 from tsuchi.domain.message import Message, gateway_reference, parse_gateway_reference
 from tsuchi.domain.mobile import normalise_mobile
+from tsuchi.domain.pci import check_no_card_number
 from tsuchi.domain.personal import ERASED, Personal
-from tsuchi.errors import InvalidInput
+from tsuchi.domain.values import Channel
+from tsuchi.errors import InvalidInput, RuleViolation
 from tsuchi.infrastructure.cm_callbacks import InboundMessage
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import lookup as lookup_table
 from tsuchi.infrastructure.sql import message_view as message_view_table
 from tsuchi.infrastructure.sql import orphan_reports as orphan_table
 from tsuchi.policies.replies import is_opt_out
-from tsuchi.ports import StatusReport
+from tsuchi.ports import Gateway, StatusReport, Submission
 
 log = logging.getLogger("tsuchi")
+
+CHANNELS = {"RCS": Channel.PLUS_MESSAGE, "SMS": Channel.SMS}
+"""CM's ``channel`` of an MO and the channel an operator's answer goes back on."""
 
 CLOCK_SKEW = timedelta(minutes=5)
 """An MO may carry a time a little before the send recorded by our clock."""
@@ -75,6 +90,8 @@ class Conversations:
         self,
         ctx: Context,
         uow: UnitOfWork,
+        gateway: Gateway,
+        senders: Senders,
         accounts: Accounts,
         notices: Notices,
         inbound: Inbound,
@@ -82,6 +99,8 @@ class Conversations:
     ) -> None:
         self.ctx = ctx
         self.uow = uow
+        self.gateway = gateway
+        self.senders = senders
         self.accounts = accounts
         self.notices = notices
         self.inbound = inbound
@@ -175,6 +194,87 @@ class Conversations:
         if new:
             self.uow.save(conv)
         return APPLIED if new else DUPLICATE
+
+    # -- operator replies ---------------------------------------------------------------
+    def reply(self, account_id: UUID, text: str, operator: str) -> ReplyResult:
+        """Answer the customer in free text (see :meth:`Engine.reply`)."""
+        v.text(operator, "operator", 100)
+        v.text(text, "text", PLUS_MESSAGE_MAX_CHARS, multiline=True)
+        check_no_card_number(text, "text")
+        window = self.ctx.settings.operator_reply_window
+
+        def prepare(s: Session) -> tuple[Submission, int]:
+            account = self.accounts.get(account_id)
+            account.check_open()
+            conv = self.uow.find(Conversation, conversation_id(account_id))
+            if conv is None:
+                raise RuleViolation("no_inbound", "the customer has not written; nothing to answer")
+            last = conv.check_reply_window(self.ctx.now(), window)
+            channel = CHANNELS.get(last.channel.upper())
+            if channel is None:
+                raise RuleViolation("channel_unsupported", "only RCS and SMS can be answered")
+            if channel is Channel.PLUS_MESSAGE:
+                check_plus_message_body(text, (), "text")
+            else:
+                check_sms_body(text, self.ctx.settings.sms_max_parts, "text")
+            sender = self.senders.get(self._sender_of(conv))
+            sender.check_active()
+            n = len(conv.replies) + 1
+            reference = gateway_reference(uuid5(conv.id, f"reply/{n}"), 1)
+            conv.request_reply(
+                Personal(account_id, text),
+                operator,
+                channel.value,
+                sender.id,
+                reference,
+                self.ctx.now(),
+            )
+            self.uow.save(conv)
+            sub = Submission(
+                reference=reference,
+                channel=channel,
+                carrier=account.carrier,
+                sender_name=sender.display_name,
+                sms_sender_id=sender.sms_sender_id,
+                to=account.mobile.reveal(),
+                text=text,
+                max_parts=None
+                if channel is Channel.PLUS_MESSAGE
+                else self.ctx.settings.sms_max_parts,
+            )
+            return sub, n
+
+        sub, n = self.uow.run(prepare)
+        # The gateway is called after the reply is recorded, never inside a unit.
+        try:
+            [result] = self.gateway.submit([sub])
+        except Exception as exc:
+            self._record_submission(account_id, n, False, type(exc).__name__)
+            raise
+        self._record_submission(account_id, n, result.accepted, result.code)
+        return ReplyResult(sub.reference, sub.channel, result.accepted, result.code)
+
+    def _record_submission(self, account_id: UUID, n: int, accepted: bool, code: str) -> None:
+        def run(s: Session) -> None:
+            conv = self.uow.find(Conversation, conversation_id(account_id))
+            assert conv is not None
+            conv.record_submission(n, accepted, code[:32], self.ctx.now())
+            self.uow.save(conv)
+
+        self.uow.run(run)
+
+    def _sender_of(self, conv: Conversation) -> UUID:
+        """The sender the customer was talking to: of the notice they last
+        answered, else of the latest notice sent to the account."""
+        for entry in reversed(conv.inbound):
+            if entry.message_id is not None:
+                m = self.notices.find(entry.message_id)
+                if m is not None:
+                    return m.sender_id
+        ids = self.notices.ids(account_id=conv.account_id)
+        if not ids:
+            raise RuleViolation("no_sender", "no notice was ever sent to this customer")
+        return self.notices.get(ids[-1]).sender_id
 
     # -- reading ----------------------------------------------------------------------
     def of_account(self, account_id: UUID) -> list[InboundView]:

@@ -171,6 +171,16 @@ class Privacy:
                 }
                 for e in (conversation.inbound if conversation is not None else [])
             ],
+            "operator_replies": [
+                {
+                    "at": r.at.isoformat(),
+                    "channel": r.channel,
+                    "text": r.text.shown() if r.text is not None else ERASED,
+                    "operator": r.operator,
+                    "status": r.status,
+                }
+                for r in (conversation.replies if conversation is not None else [])
+            ],
         }
 
     def _message_document(self, m: Message, sender_names: dict[UUID, str]) -> dict[str, Any]:

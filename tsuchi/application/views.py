@@ -137,3 +137,14 @@ class InboundView:
     media: tuple[InboundMediaView, ...] = ()
     message_id: UUID | None = None
     erased: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    """An operator's free-text answer as handed to the gateway: its
+    reference, the channel (the customer's), and whether it was accepted."""
+
+    reference: str
+    channel: Channel
+    accepted: bool
+    code: str = ""

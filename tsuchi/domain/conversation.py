@@ -8,18 +8,24 @@ under the account's data key, so erasing the customer erases them too.
 The id is derived from the account id (random, never from personal data),
 so an account has exactly one conversation.  A retried delivery of the same
 MO (``dedupe_key``) records nothing new.
+
+An operator may answer in free text (:meth:`Conversation.request_reply`)
+only within a window after the customer last wrote, on the channel the
+customer used; the reply is recorded with the operator's identity before it
+is handed to the gateway, and its outcome after (:meth:`record_submission`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from tsuchi.domain.personal import Personal
+from tsuchi.errors import RuleViolation
 
 CONVERSATION_NAMESPACE = uuid5(NAMESPACE_URL, "https://tsuchi.example/conversation")
 
@@ -41,6 +47,21 @@ class InboundEntry:
     message_id: UUID | None
 
 
+@dataclass
+class OutboundReply:
+    """A free-text answer by an operator; ``text`` is personal data."""
+
+    number: int
+    at: datetime
+    operator: str
+    channel: str
+    sender_id: UUID
+    reference: str
+    text: Personal | None
+    status: str = "requested"  # then "submitted" or "failed"
+    code: str = ""
+
+
 class Conversation(Aggregate):
     @staticmethod
     def create_id(account_id: UUID, **_: Any) -> UUID:
@@ -53,6 +74,7 @@ class Conversation(Aggregate):
         self.started_at = at
         self.inbound: list[InboundEntry] = []
         self.seen: set[str] = set()
+        self.replies: list[OutboundReply] = []
 
     @property
     def last_inbound(self) -> InboundEntry | None:
@@ -81,6 +103,62 @@ class Conversation(Aggregate):
             dedupe_key=dedupe_key,
         )
         return True
+
+    def check_reply_window(self, now: datetime, window: timedelta) -> InboundEntry:
+        """The customer's last message, if ``now`` is within ``window`` after it."""
+        last = self.last_inbound
+        if last is None:
+            raise RuleViolation("no_inbound", "the customer has not written; nothing to answer")
+        if now - last.received_at > window:
+            raise RuleViolation("reply_window_closed", "the customer last wrote too long ago")
+        return last
+
+    def request_reply(
+        self,
+        text: Personal,
+        operator: str,
+        channel: str,
+        sender_id: UUID,
+        reference: str,
+        at: datetime,
+    ) -> int:
+        number = len(self.replies) + 1
+        self._reply_requested(
+            number=number,
+            text=text,
+            operator=operator,
+            channel=channel,
+            sender_id=sender_id,
+            reference=reference,
+            at=at,
+        )
+        return number
+
+    def record_submission(self, number: int, accepted: bool, code: str, at: datetime) -> None:
+        if not 1 <= number <= len(self.replies):
+            raise RuleViolation("no_such_reply", f"no reply {number}")
+        self._reply_submitted(number=number, accepted=accepted, code=code, at=at)
+
+    @event("ReplyRequested")
+    def _reply_requested(
+        self,
+        number: int,
+        text: Personal,
+        operator: str,
+        channel: str,
+        sender_id: UUID,
+        reference: str,
+        at: datetime,
+    ) -> None:
+        self.replies.append(
+            OutboundReply(number, at, operator, channel, sender_id, reference, text)
+        )
+
+    @event("ReplySubmitted")
+    def _reply_submitted(self, number: int, accepted: bool, code: str, at: datetime) -> None:
+        reply = self.replies[number - 1]
+        reply.status = "submitted" if accepted else "failed"
+        reply.code = code
 
     @event("InboundReceived")
     def _received(
