@@ -5,13 +5,16 @@ used; the window, the body checks and the operator's identity."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tsuchi import BodyTooLong, Engine, InvalidInput, ManualClock, RuleViolation
 from tsuchi.domain.values import Channel
+from tsuchi.projections.audit import verify_export
 
 from . import test_cm_callbacks as cb
 from .test_cm_gateway import FakeCM
@@ -51,11 +54,28 @@ def test_the_answer_goes_back_on_the_customers_channel_with_the_operator_recorde
     assert msg["body"]["content"] == "担当の佐藤です。お手続きをご案内します。"
     assert msg["reference"] == result.reference and msg["from"] == "ACME"
     [reply] = cm_engine.subject_access_report(w.accounts[0])["operator_replies"]
-    assert (reply["operator"], reply["status"], reply["text"]) == (
+    assert (reply["operator"], reply["status"], reply["text"]) == ("op-0042", "submitted", answer)
+
+
+def test_the_audit_trail_names_the_operator_and_holds_no_text(
+    cm_engine: Engine, base_url: str, tmp_path: Path
+) -> None:
+    w = customer_wrote(cm_engine, base_url, "SMS")
+    answer = "担当の佐藤です。お手続きをご案内します。"
+    cm_engine.reply(w.accounts[0], answer, operator="op-0042")
+    cm_engine.audit.catch_up()
+    cm_engine.audit.export(tmp_path / "audit", cm_engine.now())
+    assert verify_export(tmp_path / "audit", cm_engine.audit.public_key).ok
+    raw = (tmp_path / "audit" / "records.jsonl").read_text("utf-8")
+    recs = [json.loads(line) for line in raw.splitlines()]
+    [asked] = [r for r in recs if r["event_type"] == "ReplyRequested"]
+    assert (asked["aggregate_type"], asked["actor"], asked["tenant"]) == (
+        "Conversation",
         "op-0042",
-        "submitted",
-        "担当の佐藤です。お手続きをご案内します。",
+        "acme",
     )
+    assert {"InboundReceived", "ReplySubmitted"} <= {r["event_type"] for r in recs}
+    assert answer not in raw and "口座の住所変更" not in raw
 
 
 def test_no_answer_after_the_window_or_before_the_customer_wrote(

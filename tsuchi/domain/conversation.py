@@ -126,7 +126,7 @@ class Conversation(Aggregate):
         self._reply_requested(
             number=number,
             text=text,
-            operator=operator,
+            requested_by=operator,  # the audit trail names it as the actor
             channel=channel,
             sender_id=sender_id,
             reference=reference,
@@ -144,14 +144,14 @@ class Conversation(Aggregate):
         self,
         number: int,
         text: Personal,
-        operator: str,
+        requested_by: str,
         channel: str,
         sender_id: UUID,
         reference: str,
         at: datetime,
     ) -> None:
         self.replies.append(
-            OutboundReply(number, at, operator, channel, sender_id, reference, text)
+            OutboundReply(number, at, requested_by, channel, sender_id, reference, text)
         )
 
     @event("ReplySubmitted")
