@@ -124,9 +124,9 @@ class Conversations:
         now = self.ctx.now()
         named = next((r for r in (mo.context, mo.reference) if ours(r) is not None), None)
         holders = lookup_table.find(s, lookup_table.MOBILE, digest)
-        key = self.ctx.digest("mo", f"{digest}\0{mo.reference}\0{mo.at.isoformat()}\0{mo.text}")[
-            :32
-        ]
+        # The same MO again (CM retries): the same key, whatever it matched.
+        raw_key = f"{digest}\0{mo.reference}\0{mo.at.isoformat()}\0{mo.text}"
+        key = self.ctx.digest("mo", raw_key)[:32]
         if named is None and self._seen(holders, key):
             return DUPLICATE  # CM retried it (the latest message may have changed since)
         m: Message | None = None
