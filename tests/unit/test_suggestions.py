@@ -147,6 +147,12 @@ def test_taps_are_read_by_code_and_typed_texts_by_keyword() -> None:
     # before codes) the label itself as the postback.
     assert classify_fraud_reply("", reply_code("いいえ、身に覚えがありません")) == "not_me"
     assert classify_fraud_reply("", "はい、私です") == "me"
+    # A plain label of the host's own wording: read like a typed reply.
+    custom = "いいえ、止めてください"
+    assert classify_fraud_reply(custom, reply_code(custom)) == "not_me"
+    assert classify_fraud_reply("", custom) == "not_me"  # sent before codes existed
+    assert classify_fraud_reply("いいえ", "details") == "unclear"  # an explicit code decides
+    assert classify_safety_reply("助けが必要です", reply_code("助けが必要です")) == "need_help"
     # SMS and other typed replies: keywords.
     assert classify_fraud_reply("いいえ", "") == "not_me"
     assert classify_fraud_reply("はい、私です", "") == "me"

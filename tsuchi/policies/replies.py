@@ -5,11 +5,12 @@ Fraud alerts offer "はい、私です" / "いいえ、身に覚えがありま�
 postback data), never on its label: the documented codes are ``me`` and
 ``not_me`` (alias ``block_card``) for fraud alerts, ``safe`` and
 ``need_help`` for safety checks, ``opt_out`` (alias ``stop``) for refusing
-marketing; a plain-string suggestion's derived code
-(:func:`~tsuchi.domain.suggestions.reply_code`) of one of the labels above
-counts as that label's code, and so does a postback that is the label itself
-(what was sent before suggestions had codes).  Texts typed as replies (SMS,
-or +Message without a tap) are matched by keywords.  Opt-out keywords (STOP,
+marketing.  A suggestion with a code of its own is read by that code alone,
+whatever its label says.  A plain-string suggestion has no code of its own
+(its postback is its label's derived code,
+:func:`~tsuchi.domain.suggestions.reply_code`; before codes existed it was
+the label itself): its label is read like a typed reply.  Texts typed as
+replies (SMS, or +Message without a tap) are matched by keywords.  Opt-out keywords (STOP,
 停止, 配信停止) withdraw marketing consent whether typed or tapped.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from tsuchi.domain.suggestions import reply_code
+from tsuchi.domain.suggestions import CODE_RE, reply_code
 
 FRAUD_ME = ("はい、私です", "はい", "私です", "yes", "me")
 FRAUD_NOT_ME = (
@@ -60,15 +61,19 @@ def _tapped(postback: str) -> set[str]:
     return {postback, reply_code(postback)}
 
 
-def classify_fraud_reply(text: str, postback: str) -> str:
-    """ "me", "not_me" or "unclear".  A tap is read by its code only."""
-    if postback:
-        tapped = _tapped(postback)
-        if tapped & _FRAUD_NOT_ME:
-            return "not_me"
-        if tapped & _FRAUD_ME:
-            return "me"
-        return "unclear"
+def _plain_label(text: str, postback: str) -> str | None:
+    """The label of a tapped suggestion that had no code of its own: a plain
+    label (its postback is the label's derived code), or one sent before
+    codes existed (its postback is the label itself).  None for a suggestion
+    with an explicit code: only the code decides then."""
+    if not CODE_RE.match(postback):
+        return postback
+    if text and postback == reply_code(text):
+        return text
+    return None
+
+
+def _fraud_keywords(text: str) -> str:
     n = _norm(text)
     if not n:
         return "unclear"
@@ -79,21 +84,39 @@ def classify_fraud_reply(text: str, postback: str) -> str:
     return "unclear"
 
 
-def classify_safety_reply(text: str, postback: str) -> str:
-    """ "safe", "need_help" or "other".  A tap is read by its code only."""
-    if postback:
-        tapped = _tapped(postback)
-        if tapped & _NEED_HELP:
-            return "need_help"
-        if tapped & _SAFE:
-            return "safe"
-        return "other"
+def _safety_keywords(text: str) -> str:
     n = _norm(text)
     if any(_norm(k) in n for k in NEED_HELP):
         return "need_help"
     if any(_norm(k) in n for k in SAFE):
         return "safe"
     return "other"
+
+
+def classify_fraud_reply(text: str, postback: str) -> str:
+    """ "me", "not_me" or "unclear".  A tap is read by its code."""
+    if not postback:
+        return _fraud_keywords(text)
+    tapped = _tapped(postback)
+    if tapped & _FRAUD_NOT_ME:
+        return "not_me"
+    if tapped & _FRAUD_ME:
+        return "me"
+    label = _plain_label(text, postback)
+    return _fraud_keywords(label) if label is not None else "unclear"
+
+
+def classify_safety_reply(text: str, postback: str) -> str:
+    """ "safe", "need_help" or "other".  A tap is read by its code."""
+    if not postback:
+        return _safety_keywords(text)
+    tapped = _tapped(postback)
+    if tapped & _NEED_HELP:
+        return "need_help"
+    if tapped & _SAFE:
+        return "safe"
+    label = _plain_label(text, postback)
+    return _safety_keywords(label) if label is not None else "other"
 
 
 def is_opt_out(text: str, keywords: tuple[str, ...] = OPT_OUT, postback: str = "") -> bool:
