@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tsuchi import BodyTooLong, Engine, InvalidInput, ManualClock, RuleViolation
+from tsuchi import (
+    ERASED,
+    AccountClosed,
+    BodyTooLong,
+    Engine,
+    InvalidInput,
+    ManualClock,
+    RuleViolation,
+)
 from tsuchi.domain.values import Channel
 from tsuchi.projections.audit import verify_export
 
@@ -76,6 +84,24 @@ def test_the_audit_trail_names_the_operator_and_holds_no_text(
     )
     assert {"InboundReceived", "ReplySubmitted"} <= {r["event_type"] for r in recs}
     assert answer not in raw and "口座の住所変更" not in raw
+
+
+def test_erasure_takes_the_conversation_with_it(
+    cm_engine: Engine, base_url: str, cm: FakeCM
+) -> None:
+    w = customer_wrote(cm_engine, base_url, "RCS")
+    cm_engine.reply(w.accounts[0], "承知しました", operator="op-7")
+    cm_engine.erase_account(w.accounts[0], "dpo")
+    cm_engine.drop_caches()
+    report = cm_engine.subject_access_report(w.accounts[0])
+    assert report["operator_replies"][0]["text"] == ERASED
+    assert report["inbound"][0]["text"] == ERASED
+    # The number is forgotten: a new MO from it is kept by digest only.
+    before = count_events(cm_engine)
+    assert send(base_url, mo("まだいますか", "2026-04-01T00:20:00"))["orphans"] == 1
+    assert count_events(cm_engine) == before
+    with pytest.raises(AccountClosed):
+        cm_engine.reply(w.accounts[0], "はい", operator="op-7")
 
 
 def test_no_answer_after_the_window_or_before_the_customer_wrote(
