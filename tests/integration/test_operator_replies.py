@@ -23,6 +23,7 @@ from tsuchi import (
 )
 from tsuchi.domain.values import Channel
 from tsuchi.projections.audit import verify_export
+from tsuchi.reporting.subject_access import render_text
 
 from . import test_cm_callbacks as cb
 from .test_cm_gateway import FakeCM
@@ -61,8 +62,11 @@ def test_the_answer_goes_back_on_the_customers_channel_with_the_operator_recorde
     assert msg["to"] == [{"number": "00819011112222"}]
     assert msg["body"]["content"] == "担当の佐藤です。お手続きをご案内します。"
     assert msg["reference"] == result.reference and msg["from"] == "ACME"
-    [reply] = cm_engine.subject_access_report(w.accounts[0])["operator_replies"]
+    report = cm_engine.subject_access_report(w.accounts[0])
+    [reply] = report["operator_replies"]
     assert (reply["operator"], reply["status"], reply["text"]) == ("op-0042", "submitted", answer)
+    text = render_text(report)
+    assert answer in text and "口座の住所変更をしたいです" in text and "op-0042" in text
 
 
 def test_the_audit_trail_names_the_operator_and_holds_no_text(
