@@ -6,13 +6,17 @@ when the host constructs :class:`Engine`.
 
 from tsuchi import errors
 from tsuchi.domain.personal import ERASED, Personal
+from tsuchi.domain.suggestions import Suggestion, SuggestionAction
 from tsuchi.domain.values import Capability, Carrier, Channel, MessageStatus, Purpose, Urgency
 from tsuchi.engine import (
     AccountView,
     ConsentView,
     DeadlineSpec,
     Engine,
+    InboundMediaView,
+    InboundView,
     MessageView,
+    ReplyResult,
     SenderView,
     SweepStats,
     WebhookResult,
@@ -96,6 +100,8 @@ __all__ = [
     "GatewayRejected",
     "GatewayUnavailable",
     "IdempotencyConflict",
+    "InboundMediaView",
+    "InboundView",
     "InvalidInput",
     "InvalidMobileNumber",
     "InvalidVariables",
@@ -113,6 +119,7 @@ __all__ = [
     "PersonalDataError",
     "ProjectionError",
     "Purpose",
+    "ReplyResult",
     "RuleViolation",
     "SchemaOutdated",
     "SchemaTooNew",
@@ -124,6 +131,8 @@ __all__ = [
     "StatusReport",
     "Submission",
     "SubmitResult",
+    "Suggestion",
+    "SuggestionAction",
     "SweepStats",
     "SystemClock",
     "TemplateNotApproved",

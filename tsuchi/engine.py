@@ -32,11 +32,15 @@ from tsuchi.application.sweep import SweepStats
 from tsuchi.application.views import (
     AccountView,
     ConsentView,
+    InboundMediaView,
+    InboundView,
     MessageView,
+    ReplyResult,
     SenderView,
     WebhookResult,
 )
 from tsuchi.domain.deadline import deadline_id
+from tsuchi.domain.suggestions import Suggestion
 from tsuchi.infrastructure.audit import AuditTrail
 from tsuchi.infrastructure.audit_anchor import FileAuditAnchor
 from tsuchi.infrastructure.clock import SystemClock
@@ -265,11 +269,12 @@ class Engine:
         plus_message_text: str,
         sms_text: str,
         variables: dict[str, str] | None = None,
-        suggestions: tuple[str, ...] | list[str] = (),
+        suggestions: Sequence[str | Suggestion] = (),
         author: str,
         attachments: list[dict[str, Any]] | None = None,
     ) -> int:
-        """Draft a new version of a template (creating the template on first use)."""
+        """Draft a new version of a template (creating the template on first use).
+        ``suggestions``: labels (reply suggestions) or :class:`~tsuchi.Suggestion` values."""
         return self.services.templates.draft(
             sender_id,
             name,
@@ -375,6 +380,19 @@ class Engine:
         Raises :class:`~tsuchi.errors.WebhookRejected`: 404 for a wrong token,
         400 for a body that cannot be parsed."""
         return self.services.callbacks.handle(route, token, headers, body)
+
+    def inbound(self, account_id: UUID) -> list[InboundView]:
+        """What the customer wrote (incoming messages), oldest first: text and
+        media references (URL, MIME type, size; never fetched) decrypted, the
+        notice each answered (None if it matched none); the erased marker
+        once the customer is erased."""
+        return self.services.conversations.of_account(account_id)
+
+    def reply(self, account_id: UUID, text: str, *, operator: str) -> ReplyResult:
+        """An operator answers the customer in free text, within
+        ``operator_reply_window`` after they last wrote, on their channel;
+        recorded with ``operator`` before it is sent (once, never retried)."""
+        return self.services.conversations.reply(account_id, text, operator)
 
     # -- flows -----------------------------------------------------------------------
     def sweep(self, max_timers: int = 1000, stop: Callable[[], bool] | None = None) -> SweepStats:
@@ -536,7 +554,10 @@ __all__ = [
     "ConsentView",
     "DeadlineSpec",
     "Engine",
+    "InboundMediaView",
+    "InboundView",
     "MessageView",
+    "ReplyResult",
     "SenderView",
     "SweepStats",
     "WebhookResult",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from tsuchi.domain.suggestions import Suggestion
 from tsuchi.domain.values import Carrier, Channel
 
 
@@ -46,7 +47,8 @@ class Submission:
     sms_sender_id: str
     to: str = field(repr=False)
     text: str = field(repr=False)
-    suggestions: tuple[str, ...] = ()
+    suggestions: tuple[str | Suggestion, ...] = ()
+    """+Message suggestions; a plain label is a reply with its label's code."""
     attachments: tuple[dict[str, Any], ...] = ()  # +Message media, location, stamps
     validity: timedelta | None = None
     """How long the gateway may keep trying: the attempt's delivery TTL."""

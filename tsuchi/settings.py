@@ -181,6 +181,19 @@ class Settings(BaseSettings):
         description="No answer to a fraud alert within this time: EscalationRequired.",
     )
     opt_out_keywords: tuple[str, ...] = ("STOP", "停止", "配信停止")
+    reply_window: timedelta = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description=(
+            "An incoming message without CM's messageContext answers the latest message "
+            "sent to its number within this time before it was written."
+        ),
+    )
+    operator_reply_window: timedelta = Field(
+        default=timedelta(hours=24),
+        gt=timedelta(0),
+        description="An operator may answer a customer in free text this long after they wrote.",
+    )
     opt_out_confirmation_template: str = "opt_out_confirmation"
     reminder_time: str = Field(default="10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     reminder_time_zone: str = Field(

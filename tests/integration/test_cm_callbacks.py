@@ -181,7 +181,7 @@ def test_unknown_status_code_and_textual_error_are_kept_never_refused(
     assert any("Unknown subscriber" in e.detail for e in view.timeline)
 
 
-def test_mo_reply_by_message_context_opts_out_and_without_context_is_kept_by_digest(
+def test_mo_reply_by_message_context_opts_out_and_from_an_unknown_number_is_kept_by_digest(
     cm_engine: Engine, base_url: str
 ) -> None:
     w = build(cm_engine)
@@ -199,6 +199,7 @@ def test_mo_reply_by_message_context_opts_out_and_without_context_is_kept_by_dig
 
     stray = fixture("mo_message.json")
     del stray["messageContext"]
+    stray["from"]["number"] = "00819099998888"  # no account has this number
     before = count_events(cm_engine)
     r = post(base_url, "inbound", json.dumps(stray).encode())
     assert r.status_code == 200 and r.json()["orphans"] == 1

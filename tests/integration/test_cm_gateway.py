@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tsuchi.domain.message import gateway_reference
+from tsuchi.domain.suggestions import reply_code
 from tsuchi.domain.values import Carrier, Channel
 from tsuchi.infrastructure.cm_gateway import CMGateway, GatewayRejected, GatewayUnavailable
 from tsuchi.ports import Submission
@@ -68,6 +69,65 @@ def documented_mt_violations(m: dict[str, Any]) -> list[str]:
     for key in ("customGrouping", "customGrouping2", "customGrouping3"):
         if key in m and not (isinstance(m[key], str) and len(m[key]) <= 100):
             out.append(f"{key}: up to 100 characters")
+    rich = m.get("richContent")
+    if isinstance(rich, dict) and "suggestions" in rich:
+        out += documented_suggestion_violations(rich["suggestions"])
+    return out
+
+
+SUGGESTION_RULES = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "cm" / "rcs_suggestion_rules.json").read_text()
+)["example"]
+DATE_ATOM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def _coordinate(value: Any, bound: float) -> bool:
+    try:
+        return isinstance(value, str) and -bound <= float(value) <= bound
+    except ValueError:
+        return False
+
+
+def documented_suggestion_violations(suggestions: Any) -> list[str]:
+    """CM's suggestion rules (tests/fixtures/cm/rcs_suggestion_rules.json):
+    at most 11, each label at most 25 characters, a documented action with
+    the object it needs, and postback data to send back."""
+    rules = SUGGESTION_RULES
+    if not isinstance(suggestions, list):
+        return ["suggestions: a list"]
+    out: list[str] = []
+    if len(suggestions) > rules["max_suggestions"]:
+        out.append("suggestions: at most 11 per message")
+    for s in suggestions:
+        action = s.get("action")
+        label = s.get("label")
+        if action not in rules["actions"]:
+            out.append("suggestion.action: reply, openUrl, Dial, viewLocation, CreateCalendarEvent")
+        if not isinstance(label, str) or not 1 <= len(label) <= rules["max_label_characters"]:
+            out.append("suggestion.label: at most 25 characters")
+        if not isinstance(s.get("postbackdata"), str) or not s["postbackdata"]:
+            out.append("suggestion.postbackdata: sent back instead of the label")
+        if action == "openUrl" and not isinstance(s.get("url"), str):
+            out.append("openUrl: url")
+        if action == "Dial":
+            number = (s.get("dial") or {}).get("phoneNumber")
+            allowed = set(rules["dial_phone_number_characters"])
+            if not isinstance(number, str) or not number or not set(number) <= allowed:
+                out.append("Dial: dial.phoneNumber of digits, +, * and #")
+        if action == "viewLocation":
+            where = s.get("viewLocation") or {}
+            by_point = _coordinate(where.get("latitude"), 90) and _coordinate(
+                where.get("longitude"), 180
+            )
+            if not by_point and not isinstance(where.get("searchQuery"), str):
+                out.append("viewLocation: latitude and longitude (strings), or searchQuery")
+        if action == "CreateCalendarEvent":
+            cal = s.get("calendar") or {}
+            times = [cal.get("startTime"), cal.get("endTime")]
+            if not all(isinstance(t, str) and DATE_ATOM.fullmatch(t) for t in times):
+                out.append("calendar: startTime and endTime as ISO 8601 with offset")
+            if not isinstance(cal.get("title"), str):
+                out.append("calendar: title")
     return out
 
 
@@ -259,8 +319,17 @@ def test_request_body_shape(cm: FakeCM, fake_time: FakeTime) -> None:
     assert rcs["richContent"] == {
         "conversation": [{"text": "ご利用確認 1"}],
         "suggestions": [
-            {"action": "reply", "label": "これは私です", "postbackdata": "これは私です"},
-            {"action": "reply", "label": "私ではありません", "postbackdata": "私ではありません"},
+            # A plain label is a reply whose postback is its label's stable code.
+            {
+                "action": "reply",
+                "label": "これは私です",
+                "postbackdata": reply_code("これは私です"),
+            },
+            {
+                "action": "reply",
+                "label": "私ではありません",
+                "postbackdata": reply_code("私ではありません"),
+            },
         ],
     }
     assert "richContent" not in plain_rcs and plain_rcs["allowedChannels"] == ["RCS"]

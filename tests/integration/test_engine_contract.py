@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from tsuchi import Engine, ManualClock, MessageStatus, SimulatedCarrierNetwork, StatusReport, errors
+from tsuchi import (
+    Engine,
+    ManualClock,
+    MessageStatus,
+    SimulatedCarrierNetwork,
+    StatusReport,
+    Suggestion,
+    errors,
+)
 from tsuchi.domain.message import gateway_reference
 from tsuchi.domain.values import Capability, Channel
 
@@ -43,7 +51,10 @@ def test_notice_is_routed_submitted_delivered_and_read(
     assert engine.dispatch() == 1
     sub = network.submitted[-1]
     assert sub.to == "+819011112222" and "山田太郎" in sub.text and "****1234" in sub.text
-    assert sub.suggestions == ("はい、私です", "いいえ、身に覚えがありません")
+    assert sub.suggestions == (
+        Suggestion.reply("はい、私です"),
+        Suggestion.reply("いいえ、身に覚えがありません"),
+    )
     drain(engine, clock)
     final = engine.message(m.id)
     statuses = [t.status for t in final.timeline]

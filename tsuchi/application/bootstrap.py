@@ -21,6 +21,7 @@ from tsuchi.application.accounts import Accounts
 from tsuchi.application.callbacks import Callbacks
 from tsuchi.application.consents import Consents
 from tsuchi.application.context import Context
+from tsuchi.application.conversations import Conversations
 from tsuchi.application.dispatch import Dispatch
 from tsuchi.application.flows.broadcasts import Broadcasts
 from tsuchi.application.flows.deadlines import Deadlines
@@ -127,6 +128,7 @@ class Services:
     privacy: Privacy
     sweep: Sweep
     callbacks: Callbacks
+    conversations: Conversations
 
 
 def open_store(
@@ -176,6 +178,7 @@ def build_services(ctx: Context, gateway: Gateway) -> Services:
     inbound = Inbound(ctx, uow, gateway, notices, accounts, fallbacks, replies)
     privacy = Privacy(ctx, uow, accounts, consents, notices, senders, templates)
     sweep = Sweep(ctx, uow, dispatch, inbound, fallbacks, deadlines, fraud, broadcasts)
+    conversations = Conversations(ctx, uow, gateway, senders, accounts, notices, inbound, replies)
     return Services(
         uow,
         senders,
@@ -192,5 +195,6 @@ def build_services(ctx: Context, gateway: Gateway) -> Services:
         inbound,
         privacy,
         sweep,
-        Callbacks(ctx, uow, inbound),
+        Callbacks(ctx, uow, inbound, conversations),
+        conversations,
     )

@@ -16,10 +16,12 @@ answered as done, so CM does not retry it for days.  Only a database that is
 unavailable is an error (:class:`~tsuchi.errors.TransientError`), and CM's
 retry then delivers the callback later.
 
-An incoming (MO) message is matched to our message by CM's
-``messageContext`` and handled like a reply (keyword opt-out included); one
-without a context is kept, as an orphan, under the blind-index digest of the
-customer's number only.
+An incoming (MO) message is matched and recorded by
+:class:`~tsuchi.application.conversations.Conversations`: by CM's
+``messageContext``, else by the number's latest message within
+``reply_window``; handled like a reply (keyword opt-out included), kept in
+the account's conversation, or (an unknown number) as an orphan under the
+blind-index digest of the number only.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tsuchi.application.context import Context
+from tsuchi.application.conversations import Conversations
 from tsuchi.application.inbound import APPLIED, DUPLICATE, ORPHAN, Inbound
 from tsuchi.application.unit_of_work import UnitOfWork
 from tsuchi.application.views import WebhookResult
-from tsuchi.domain.message import parse_gateway_reference
-from tsuchi.domain.mobile import normalise_mobile
-from tsuchi.errors import InvalidInput, KeyMaterialError, TransientError, WebhookRejected
-from tsuchi.infrastructure.cm_callbacks import parse_event, parse_inbound, parse_status
+from tsuchi.errors import KeyMaterialError, TransientError, WebhookRejected
+from tsuchi.infrastructure.cm_callbacks import (
+    InboundMessage,
+    parse_event,
+    parse_inbound,
+    parse_status,
+)
 from tsuchi.infrastructure.sql import Session
 from tsuchi.infrastructure.sql import orphan_reports as orphan_table
 from tsuchi.infrastructure.webhooks import check_size
@@ -54,10 +59,13 @@ class Callbacks:
     token, headers, body)`` is what ``tsuchi serve`` calls for ``POST
     /webhooks/cm/{token}/{route}``, and what a host's own web framework calls."""
 
-    def __init__(self, ctx: Context, uow: UnitOfWork, inbound: Inbound) -> None:
+    def __init__(
+        self, ctx: Context, uow: UnitOfWork, inbound: Inbound, conversations: Conversations
+    ) -> None:
         self.ctx = ctx
         self.uow = uow
         self.inbound = inbound
+        self.conversations = conversations
 
     def check_token(self, route: str, token: str) -> None:
         """Raise :class:`WebhookRejected` (404) unless ``route`` is one of
@@ -77,17 +85,17 @@ class Callbacks:
         settings = self.ctx.settings
         check_size(body, settings.webhook_max_body)
         content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-        reports, unmatched = self._read(route, content_type, body)
-        now = self.ctx.now()
+        reports, mo = self._read(route, content_type, body)
+        digest = self.conversations.number_digest(mo) if mo is not None else ""
 
         def run(s: Session) -> WebhookResult:
             outcomes = [self.inbound.apply(s, r) for r in reports]
-            for digest, at in unmatched:
-                orphan_table.keep(s, f"mo:{digest}", "inbound", "no_context", at, now)
+            if mo is not None:
+                outcomes.append(self.conversations.receive(s, mo, digest))
             return WebhookResult(
                 accepted=outcomes.count(APPLIED),
                 duplicates=outcomes.count(DUPLICATE),
-                orphans=outcomes.count(ORPHAN) + len(unmatched),
+                orphans=outcomes.count(ORPHAN),
             )
 
         try:
@@ -99,23 +107,15 @@ class Callbacks:
 
     def _read(
         self, route: str, content_type: str, body: bytes
-    ) -> tuple[list[StatusReport], list[tuple[str, datetime]]]:
+    ) -> tuple[list[StatusReport], InboundMessage | None]:
         if route == "status":
             tz = ZoneInfo(self.ctx.settings.cm_report_time_zone)
-            return parse_status(content_type, body, tz), []
+            return parse_status(content_type, body, tz), None
         if route == "events":
-            return parse_event(body), []
-        mo = parse_inbound(body)
+            return parse_event(body), None
         # messageContext names the MT replied to; reference is documented as
         # "a reference to an outgoing message that this message is a response to".
-        for candidate in (mo.context, mo.reference):
-            if candidate and _is_ours(candidate):
-                return [StatusReport(candidate, "reply", mo.at, text=mo.text)], []
-        try:
-            digest = self.ctx.digest("mobile", normalise_mobile(_e164(mo.number)))
-        except InvalidInput:
-            raise WebhookRejected(400, "from.number", "must be a phone number") from None
-        return [], [(digest[:72], mo.at)]
+        return [], parse_inbound(body)
 
     def _keep_poison(self, route: str, body: bytes, exc: Exception) -> WebhookResult:
         digest = hashlib.sha256(body).hexdigest()[:32]
@@ -127,17 +127,3 @@ class Callbacks:
             )
         )
         return WebhookResult(accepted=0, poison=1)
-
-
-def _is_ours(reference: str) -> bool:
-    try:
-        parse_gateway_reference(reference)
-    except ValueError:
-        return False
-    return True
-
-
-def _e164(number: str) -> str:
-    """CM writes numbers as ``00`` + country code; the blind index keys E.164."""
-    n = number.strip()
-    return "+" + n[2:] if n.startswith("00") else n

@@ -124,7 +124,7 @@ class Notices:
             pm_text, sms_text = version.bodies(stored)
             key = (tpl.id, version.number, pm_text, sms_text)
             if not self.uow.body_checked(key):
-                check_plus_message_body(pm_text, version.suggestions)
+                check_plus_message_body(pm_text, tuple(x.label for x in version.suggestions))
                 check_sms_body(sms_text, self.ctx.settings.sms_max_parts)
                 self.uow.mark_body_checked(key)  # the same bodies pass again (a broadcast)
             event_vars: dict[str, str | Personal] = {

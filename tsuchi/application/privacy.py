@@ -3,7 +3,8 @@
 Erasure is crypto-shredding: the customer's data keys are destroyed, so every
 event still loads with personal fields reading as the erased marker; their
 pending messages are cancelled and the blind index forgets them.  The
-subject access report gathers everything held about one customer.
+subject access report gathers everything held about one customer, what
+they wrote to us included.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tsuchi.application.notices import Notices
 from tsuchi.application.senders import Senders
 from tsuchi.application.templates import Templates
 from tsuchi.application.unit_of_work import UnitOfWork
+from tsuchi.domain.conversation import Conversation, conversation_id
 from tsuchi.domain.message import Message
 from tsuchi.domain.personal import ERASED, Personal
 from tsuchi.domain.values import MessageStatus
@@ -122,6 +124,7 @@ class Privacy:
             senders = {c.sender_id for c in consents} | {m.sender_id for m in messages}
             sender_names = {i: self.senders.get(i).display_name for i in senders}
             message_docs = [self._message_document(m, sender_names) for m in messages]
+            conversation = self.uow.find(Conversation, conversation_id(account_id))
         return {
             "format": SUBJECT_ACCESS_FORMAT,
             "generated_at": self.ctx.now().isoformat(),
@@ -160,6 +163,32 @@ class Privacy:
                 for c in consents
             ],
             "messages": message_docs,
+            "inbound": [
+                {
+                    "at": e.at.isoformat(),
+                    "channel": e.channel,
+                    "text": e.text.shown() if e.text is not None else "",
+                    "media": [
+                        {
+                            "url": f["url"].shown() if isinstance(f["url"], Personal) else ERASED,
+                            "mime_type": f.get("mime_type", ""),
+                        }
+                        for f in e.media
+                    ],
+                    "answered_message": str(e.message_id) if e.message_id else None,
+                }
+                for e in (conversation.inbound if conversation is not None else [])
+            ],
+            "operator_replies": [
+                {
+                    "at": r.at.isoformat(),
+                    "channel": r.channel,
+                    "text": r.text.shown() if r.text is not None else ERASED,
+                    "operator": r.operator,
+                    "status": r.status,
+                }
+                for r in (conversation.replies if conversation is not None else [])
+            ],
         }
 
     def _message_document(self, m: Message, sender_names: dict[UUID, str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ refuse, a contact) before they can be approved.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from tsuchi.application import validation as v
 from tsuchi.application.context import Context
 from tsuchi.application.senders import Senders
 from tsuchi.application.unit_of_work import UnitOfWork
+from tsuchi.domain.suggestions import Suggestion
 from tsuchi.domain.template import Template, VariableType, template_id
 from tsuchi.domain.values import Purpose
 from tsuchi.errors import InvalidInput, UnknownTemplate
@@ -46,7 +48,7 @@ class Templates:
         plus_message_text: str,
         sms_text: str,
         variables: dict[str, str] | None = None,
-        suggestions: tuple[str, ...] | list[str] = (),
+        suggestions: Sequence[str | Suggestion] = (),
         author: str,
         attachments: list[dict[str, Any]] | None = None,
     ) -> int:
@@ -54,7 +56,9 @@ class Templates:
         p = v.purpose(purpose)
         v.text(author, "author", 100)
         if isinstance(suggestions, str) or not isinstance(suggestions, (tuple, list)):
-            raise InvalidInput("suggestions", "must be a list of labels, not a string")
+            raise InvalidInput(
+                "suggestions", "must be a list of labels or Suggestion values, not a string"
+            )
         if self.ctx.settings.gateway == "cm":
             for i, a in enumerate(attachments or []):
                 if isinstance(a, dict) and a.get("kind") == "stamp":

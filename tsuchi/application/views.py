@@ -112,3 +112,39 @@ class WebhookResult:
     duplicates: int = 0
     orphans: int = 0
     poison: int = 0
+
+
+@dataclass(frozen=True)
+class InboundMediaView:
+    """A file a customer sent, as CM holds it: a reference, never fetched.
+    ``size_bytes`` is None when the gateway does not say (CM does not)."""
+
+    url: str = field(repr=False)
+    mime_type: str
+    name: str = field(default="", repr=False)
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class InboundView:
+    """One message a customer wrote: decrypted, or the erased marker.
+    ``message_id``: the notice it answered, None if it matched none."""
+
+    at: datetime
+    received_at: datetime
+    channel: str
+    text: str = field(repr=False)
+    media: tuple[InboundMediaView, ...] = ()
+    message_id: UUID | None = None
+    erased: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    """An operator's free-text answer as handed to the gateway: its
+    reference, the channel (the customer's), and whether it was accepted."""
+
+    reference: str
+    channel: Channel
+    accepted: bool
+    code: str = ""

@@ -1,10 +1,11 @@
 """The Template aggregate and variable rendering.
 
 A template belongs to one sender and has numbered versions.  Each version
-declares per-channel bodies (+Message text with reply suggestions, SMS text)
-and typed variables.  A version is drafted, approved by someone other than
-its author (four eyes), and eventually retired; only approved versions can be
-sent.  Placeholders are ``{name}``; nothing else of Python's format language
+declares per-channel bodies (+Message text with suggested replies and
+actions, see :mod:`tsuchi.domain.suggestions`; SMS text) and typed
+variables.  A version is drafted, approved by someone other than its author
+(four eyes), and eventually retired; only approved versions can be sent.
+Placeholders are ``{name}``; nothing else of Python's format language
 is allowed, so a body can never reach into objects.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -27,6 +29,7 @@ from tsuchi.domain.channels import (
     check_sms_body,
 )
 from tsuchi.domain.pci import check_no_card_number
+from tsuchi.domain.suggestions import Suggestion, parse_suggestions
 from tsuchi.domain.values import Channel, Purpose
 from tsuchi.errors import (
     FourEyesViolation,
@@ -66,7 +69,7 @@ class VersionStatus(StrEnum):
 class TemplateVersion:
     number: int
     plus_message_text: str
-    suggestions: tuple[str, ...]
+    suggestions: tuple[Suggestion, ...]
     sms_text: str
     variables: dict[str, VariableType]
     author: str
@@ -174,26 +177,22 @@ class Template(Aggregate):
     @staticmethod
     def check_bodies(
         plus_message_text: str,
-        suggestions: tuple[str, ...],
+        suggestions: tuple[Suggestion, ...],
         sms_text: str,
         variables: dict[str, VariableType],
         sms_max_parts: int,
     ) -> None:
+        """``suggestions`` were checked one by one by :func:`parse_suggestions`."""
         used = placeholders(plus_message_text, "body.plus_message") | placeholders(
             sms_text, "body.sms"
         )
-        for s in suggestions:
-            if placeholders(s, "suggestions"):
-                raise InvalidInput("suggestions", "reply suggestions cannot use variables")
         undeclared = used - set(variables)
         if undeclared:
             raise InvalidVariables("variables", "every placeholder must be a declared variable")
-        check_plus_message_body(plus_message_text, suggestions)
+        check_plus_message_body(plus_message_text, tuple(s.label for s in suggestions))
         check_sms_body(sms_text, sms_max_parts)
         check_no_card_number(plus_message_text, "body.plus_message")
         check_no_card_number(sms_text, "body.sms")
-        for s in suggestions:
-            check_no_card_number(s, "suggestions")
 
     def get_version(self, number: int) -> TemplateVersion:
         try:
@@ -218,7 +217,7 @@ class Template(Aggregate):
     def draft(
         self,
         plus_message_text: str,
-        suggestions: tuple[str, ...],
+        suggestions: Sequence[str | Suggestion],
         sms_text: str,
         variables: dict[str, VariableType],
         author: str,
@@ -229,13 +228,14 @@ class Template(Aggregate):
         for name in variables:
             if not NAME_RE.match(name):
                 raise InvalidVariables("variables", "variable names: lowercase letters, digits, _")
-        self.check_bodies(plus_message_text, suggestions, sms_text, variables, sms_max_parts)
+        parsed = parse_suggestions(suggestions)
+        self.check_bodies(plus_message_text, parsed, sms_text, variables, sms_max_parts)
         check_attachments(list(attachments or []))
         number = len(self.versions) + 1
         self._drafted(
             number=number,
             plus_message_text=plus_message_text,
-            suggestions=list(suggestions),
+            suggestions=[x.to_stored() for x in parsed],
             sms_text=sms_text,
             variables={k: v.value for k, v in variables.items()},
             author=author,
@@ -277,17 +277,19 @@ class Template(Aggregate):
         self,
         number: int,
         plus_message_text: str,
-        suggestions: list[str],
+        suggestions: list[str | dict[str, Any]],
         sms_text: str,
         variables: dict[str, str],
         author: str,
         at: datetime,
         attachments: list[dict[str, Any]] | None = None,
     ) -> None:
+        # Versions stored before suggestions had codes hold plain labels:
+        # they read back as reply suggestions with their labels' codes.
         self.versions[number] = TemplateVersion(
             number=number,
             plus_message_text=plus_message_text,
-            suggestions=tuple(suggestions),
+            suggestions=tuple(Suggestion.from_stored(x) for x in suggestions),
             sms_text=sms_text,
             variables={k: VariableType(v) for k, v in variables.items()},
             author=author,

@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 import httpx
 
+from tsuchi.domain.suggestions import Suggestion, SuggestionAction
 from tsuchi.domain.values import Channel
 from tsuchi.errors import (
     GatewayRejected,
@@ -482,11 +483,57 @@ def _message(s: Submission) -> dict[str, Any]:
             # Stamps have no CM content type; drafts with one are refused for CM.
         msg["richContent"] = {"conversation": conversation}
         if s.suggestions:
-            msg["richContent"]["suggestions"] = [
-                {"action": "reply", "label": label, "postbackdata": label}
-                for label in s.suggestions
-            ]
+            msg["richContent"]["suggestions"] = [cm_suggestion(x) for x in s.suggestions]
     return msg
+
+
+#: tsuchi's suggestion actions and CM's ``action`` values, as CM's .NET SDK
+#: writes them (``SuggestionBase.cs``: ``[JsonDerivedType(..., "reply")]`` ...).
+CM_ACTIONS: dict[SuggestionAction, str] = {
+    SuggestionAction.REPLY: "reply",
+    SuggestionAction.OPEN_URL: "openUrl",
+    SuggestionAction.DIAL: "Dial",
+    SuggestionAction.VIEW_LOCATION: "viewLocation",
+    SuggestionAction.CALENDAR: "CreateCalendarEvent",
+}
+
+
+def cm_suggestion(raw: str | Suggestion) -> dict[str, Any]:
+    """One suggestion in CM's ``richContent.suggestions`` form: ``action``,
+    ``label`` and ``postbackdata`` (the stable code, which CM sends back on a
+    tap instead of the label), plus the action's own object (``url``,
+    ``dial.phoneNumber``, ``viewLocation`` with coordinates as strings or a
+    ``searchQuery``, ``calendar`` with ``startTime``/``endTime`` in ISO 8601)."""
+    s = raw if isinstance(raw, Suggestion) else Suggestion.reply(raw)
+    out: dict[str, Any] = {
+        "action": CM_ACTIONS[SuggestionAction(s.action)],
+        "label": s.label,
+        "postbackdata": s.code,
+    }
+    if s.action is SuggestionAction.OPEN_URL:
+        out["url"] = s.url
+    elif s.action is SuggestionAction.DIAL:
+        out["dial"] = {"phoneNumber": s.phone_number}
+    elif s.action is SuggestionAction.VIEW_LOCATION:
+        where: dict[str, Any] = {}
+        if s.latitude is not None and s.longitude is not None:
+            where["latitude"], where["longitude"] = str(s.latitude), str(s.longitude)
+        if s.query is not None:
+            where["searchQuery"] = s.query
+        if s.location_label is not None:
+            where["label"] = s.location_label
+        out["viewLocation"] = where
+    elif s.action is SuggestionAction.CALENDAR:
+        assert s.start is not None and s.end is not None
+        calendar = {
+            "startTime": s.start.isoformat(),
+            "endTime": s.end.isoformat(),
+            "title": s.title,
+        }
+        if s.description is not None:
+            calendar["description"] = s.description
+        out["calendar"] = calendar
+    return out
 
 
 def cm_number(e164: str) -> str:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from threading import Lock
 
+from tsuchi.domain.suggestions import Suggestion
 from tsuchi.domain.values import Carrier, Channel
 from tsuchi.ports import Clock, StatusReport, Submission, SubmitResult
 
@@ -108,9 +109,10 @@ class SimulatedCarrierNetwork:
             self._schedule(StatusReport(sub.reference, "read", t))
             if sub.suggestions and rng.random() < p.reply_rate:
                 choice = rng.choice(sub.suggestions)
+                tapped = choice if isinstance(choice, Suggestion) else Suggestion.reply(choice)
                 t += timedelta(seconds=rng.expovariate(1 / 30.0))
                 self._schedule(
-                    StatusReport(sub.reference, "reply", t, text=choice, postback=choice)
+                    StatusReport(sub.reference, "reply", t, text=tapped.label, postback=tapped.code)
                 )
 
     def known(self, references: Sequence[str]) -> set[str]:

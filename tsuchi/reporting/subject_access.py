@@ -51,4 +51,14 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(f"    - {t['at']} {t['status']}{attempt}{detail}")
         for r in m["replies"]:
             lines.append(f"    reply {r['at']}: {r['text']}")
+    inbound = report.get("inbound", [])
+    lines += ["", f"== Messages you sent us ({len(inbound)}) =="]
+    for i in inbound:
+        lines.append(f"  {i['at']} [{i['channel']}]: {i['text']}")
+        for f in i["media"]:
+            lines.append(f"    file: {f['url']} ({f['mime_type']})")
+    answers = report.get("operator_replies", [])
+    lines += ["", f"== Answers from our staff ({len(answers)}) =="]
+    for r in answers:
+        lines.append(f"  {r['at']} [{r['channel']}] {r['operator']}: {r['text']}")
     return "\n".join(lines) + "\n"

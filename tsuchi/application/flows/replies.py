@@ -1,8 +1,9 @@
 """Replies: a customer's answer goes to the flow its message belongs to.
 
 A fraud alert's answer to the fraud flow, a safety check's to its broadcast;
-an opt-out keyword in reply to a marketing notice withdraws the consent at
-once (特定電子メール法) and confirms once.
+an opt-out keyword (or code) in reply to any of a sender's notices withdraws
+the marketing consent with that sender at once (特定電子メール法) and
+confirms once.
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ class Replies:
             self.fraud.on_reply(s, m, text, postback)
         elif m.correlation_id.startswith(broadcasts.CORRELATION_PREFIX):
             self.broadcasts.on_reply(s, m, text, postback)
-        if m.purpose is Purpose.MARKETING and is_opt_out(
-            text or postback, self.ctx.settings.opt_out_keywords
-        ):
-            self._opt_out(s, m)
+        if is_opt_out(text, self.ctx.settings.opt_out_keywords, postback):
+            self.opt_out(s, m)
 
-    def _opt_out(self, s: Session, m: Message) -> None:
+    def opt_out(self, s: Session, m: Message) -> None:
+        """Withdraw the account's marketing consent with ``m``'s sender (a
+        refusal written in answer to any of its messages) and confirm once."""
         consent = self.consents.find(m.account_id, m.sender_id, Purpose.MARKETING)
         if consent is None or not consent.granted:
             return  # already refused: confirm only once

@@ -132,3 +132,32 @@ def summary(s: Session) -> list[dict[str, Any]]:
         }
         for t, p, c, st, r, n, fb in rows
     ]
+
+
+_NOT_SENT = ("requested", "blocked", "deferred", "cancelled", "routed")
+
+
+def latest_sent_to(
+    s: Session, account_hexes: list[str], until: datetime
+) -> tuple[str, str, datetime] | None:
+    """The latest message routed to any of these accounts at or before
+    ``until`` and handed to the gateway (not held back, not still waiting
+    to be submitted): (message hex, account hex, routed at)."""
+    if not account_hexes:
+        return None
+    row = s.execute(
+        select(message_view.c.message_id, message_view.c.account_id, message_view.c.routed_at)
+        .where(
+            message_view.c.account_id.in_(account_hexes),
+            message_view.c.routed_at.is_not(None),
+            message_view.c.routed_at <= until,
+            message_view.c.status.not_in(_NOT_SENT),
+        )
+        .order_by(
+            message_view.c.routed_at.desc(),
+            message_view.c.requested_at.desc(),
+            message_view.c.message_id.desc(),
+        )
+        .limit(1)
+    ).first()
+    return None if row is None else (str(row[0]), str(row[1]), _aware(row[2]))
