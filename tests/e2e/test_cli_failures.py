@@ -17,8 +17,8 @@ from .test_cli import run
 PG_URL = os.environ.get("TSUCHI_TEST_DATABASE_URL")
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 1) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr and len(proc.stderr) < 500, proc.stderr
     first = proc.stderr.splitlines()[0]
     assert first.startswith("error"), proc.stderr
@@ -37,7 +37,7 @@ def test_an_unsupported_database_url_names_the_setting(tmp_path: Path) -> None:
     proc = run(
         "accounts", "report", "--mobile", "090-1", "--db", "mysql://x", cwd=tmp_path, check=False
     )
-    one_line_error(proc, "database_url")
+    one_line_error(proc, "database_url", code=2)  # a bad setting, named
 
 
 def test_missing_files_and_directories_are_one_line(tmp_path: Path) -> None:

@@ -49,9 +49,10 @@ TSUCHI = [sys.executable, "-m", "tsuchi.cli"]
 HEAD = tsuchi_schema.head()
 
 
-def tsuchi(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def tsuchi(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSUCHI_")}
     env["TSUCHI_GATEWAY"] = "simulator"
+    env.update(extra)
     return subprocess.run(
         [*TSUCHI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
     )
@@ -202,7 +203,17 @@ def test_previous_release_database_is_refused_until_upgraded_and_keeps_its_data(
         "worker", "--db", db_url, "--keys", str(keys), "--max-seconds", "5", cwd=tmp_path
     )
     assert worker.returncode == 1 and "tsuchi db upgrade" in worker.stderr.replace("\n", " ")
-    serve = tsuchi("serve", "--db", db_url, "--keys", str(keys), "--port", "1", cwd=tmp_path)
+    serve = tsuchi(
+        "serve",
+        "--db",
+        db_url,
+        "--keys",
+        str(keys),
+        "--port",
+        "1",
+        cwd=tmp_path,
+        TSUCHI_WEBHOOK_SECRET="s" * 40,
+    )
     assert serve.returncode == 1 and "SchemaOutdated" in serve.stderr
     check = tsuchi("db", "check", "--db", db_url, cwd=tmp_path)
     assert check.returncode == 1
