@@ -23,10 +23,9 @@ import logging
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from tsuchi.cli.audit import audit_app
-from tsuchi.cli.common import console, err, mask_url
+from tsuchi.cli.common import console, err
 from tsuchi.cli.db import db_app
 from tsuchi.cli.demo import demo
 from tsuchi.cli.keys import keys_app
@@ -92,8 +91,9 @@ def main() -> None:
     except Exception as e:
         if _debug:
             raise
-        err.print(f"error: {type(e).__name__}: {escape(mask_url(str(e)).splitlines()[0][:300])}")
-        err.print("(run with --debug for the traceback)")
+        # Only the type: an unexpected error's message may quote a setting or
+        # a customer's data, which must never reach a terminal or a log.
+        err.print(f"error: {type(e).__name__} (run with --debug for the traceback)")
         raise SystemExit(1) from None
 
 

@@ -12,6 +12,8 @@ masked.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from tsuchi.cli.common import DbOpt, fail, load_settings
@@ -57,18 +59,25 @@ def db_upgrade(db: DbOpt = "sqlite:///tsuchi.db") -> None:
         typer.echo(f"{where}: upgraded from {was} to revision {after.revision}")
 
 
+def _status(db: str) -> Any:
+    """The schema status of the database at ``db`` (exit 1 if it cannot be read)."""
+    from tsuchi.migrations import schema
+
+    engine = schema.open_database(_url(db))
+    try:
+        return schema.current(engine)
+    except TsuchiError as e:
+        raise fail(e) from None
+    finally:
+        engine.dispose()
+
+
 @db_app.command("current")
 def db_current(db: DbOpt = "sqlite:///tsuchi.db") -> None:
     """Print the database's schema revision (and whether it is this tsuchi's)."""
     from tsuchi.migrations import schema
 
-    engine = schema.open_database(_url(db))
-    try:
-        st = schema.current(engine)
-    except TsuchiError as e:
-        raise fail(e) from None
-    finally:
-        engine.dispose()
+    st = _status(db)
     if st.state is schema.State.CURRENT:
         typer.echo(f"{st.revision} (head)")
     elif st.revision is not None:
@@ -82,13 +91,7 @@ def db_check(db: DbOpt = "sqlite:///tsuchi.db") -> None:
     """Exit 0 if the schema is at this tsuchi's revision, else 1 with one line saying why."""
     from tsuchi.migrations import schema
 
-    engine = schema.open_database(_url(db))
-    try:
-        st = schema.current(engine)
-    except TsuchiError as e:
-        raise fail(e) from None
-    finally:
-        engine.dispose()
+    st = _status(db)
     if st.state is schema.State.CURRENT:
         typer.echo(st.describe())
         return
